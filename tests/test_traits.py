@@ -132,3 +132,23 @@ def test_unit_vectors_cosines_and_separates():
     np.testing.assert_allclose(np.linalg.norm(traits.unit_vectors(vectors), axis=-1), 1.0)
     assert traits.separates(0.8, 0.8) and not traits.separates(0.79, 0.8)
     assert not traits.separates(float("nan"), 0.5)
+
+
+def test_vectorised_separation_matches_stats_module():
+    from traitspace.stats import auroc, cohens_d
+
+    rng = np.random.default_rng(2)
+    positive = rng.integers(0, 4, size=(7, 5)).astype(float)  # small integers: many ties
+    negative = rng.integers(0, 4, size=(5, 5)).astype(float)
+    positive[:, 4] = 2.0  # a column without spread on one side
+    negative[:, 4] = 2.0
+    table = traits.layer_separation(positive, negative)
+    for layer in range(5):
+        assert table.loc[layer, "auroc"] == pytest.approx(auroc(positive[:, layer], negative[:, layer]))
+        expected_d = cohens_d(positive[:, layer], negative[:, layer])
+        if np.isnan(expected_d):
+            assert np.isnan(table.loc[layer, "cohens_d"])
+        else:
+            assert table.loc[layer, "cohens_d"] == pytest.approx(expected_d)
+    assert np.isnan(traits.cohens_d_by_column(positive[:1], negative)).all()
+    assert np.isnan(traits.auroc_by_column(positive[:0], negative)).all()

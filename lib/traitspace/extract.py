@@ -26,6 +26,7 @@ attention) and cuts the tokens processed by more than half for the trait library
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import time
@@ -172,8 +173,13 @@ _PrefixGroup = tuple[list[int], int]  # (conversation indices, length of their s
 
 def _prefix_groups(conversations: Sequence[Sequence[dict]], chats: Sequence[TokenizedChat],
                    batch_size: int) -> list[_PrefixGroup]:
-    """Group conversations that share all but their last message (split to fit a batch), with the
-    length of their common token prefix; every member keeps at least its last prompt token out."""
+    """Group conversations that share all but their last message, with the length of their common
+    token prefix; every member keeps at least its last prompt token out of the prefix.
+
+    Members are ordered by the length of what remains after the prefix, so that the k-th members of
+    different groups (run together, see :func:`_capture_batch`) need little padding. Members that
+    share no token at all become groups of one with no prefix.
+    """
     by_context: dict[str, list[int]] = {}
     for index, messages in enumerate(conversations):
         by_context.setdefault(json.dumps(list(messages)[:-1], sort_keys=True), []).append(index)
@@ -181,27 +187,27 @@ def _prefix_groups(conversations: Sequence[Sequence[dict]], chats: Sequence[Toke
     for members in by_context.values():
         for start in range(0, len(members), batch_size):
             part = members[start: start + batch_size]
-            prefix = min(_common_prefix_length([chats[index].input_ids for index in part]),
-                         min(chats[index].prompt_span[1] for index in part) - 1)
-            groups.append((part, max(prefix, 0)))
+            prefix = max(min(_common_prefix_length([chats[index].input_ids for index in part]),
+                             min(chats[index].prompt_span[1] for index in part) - 1), 0)
+            if prefix == 0:
+                groups.extend(([index], 0) for index in part)
+                continue
+            part.sort(key=lambda index: (chats[index].prompt_span[1] - prefix, index))
+            groups.append((part, prefix))
     return sorted(groups, key=lambda group: group[1])  # similar prefix lengths batch together: less padding
 
 
 def _batch_groups(groups: Sequence[_PrefixGroup], batch_size: int) -> list[list[_PrefixGroup]]:
-    """Pack groups into batches of at most ``batch_size`` members.
+    """Pack groups into batches of at most ``batch_size`` groups.
 
     A group with no shared prefix never shares a batch with prefixed ones: its all-padding prefix
     row would get nan keys/values (softmax over nothing), and 0 x nan is still nan.
     """
     batches: list[list[_PrefixGroup]] = []
-    rows_in_batch = 0
     for group in groups:
-        if (not batches or rows_in_batch + len(group[0]) > batch_size
-                or (group[1] > 0) != (batches[-1][0][1] > 0)):
+        if not batches or len(batches[-1]) >= batch_size or (group[1] > 0) != (batches[-1][0][1] > 0):
             batches.append([])
-            rows_in_batch = 0
         batches[-1].append(group)
-        rows_in_batch += len(group[0])
     return batches
 
 
@@ -219,20 +225,16 @@ def _padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, t
 
 def _capture_batch(loaded, chats: Sequence[TokenizedChat], batch: Sequence[_PrefixGroup], layers: list[int],
                    pooling: str, counts: CaptureCounts) -> tuple[list[int], dict[int, torch.Tensor]]:
-    """Run one batch of prefix groups: the prefixes once, then every member's remaining prompt
-    tokens on a copy of its group's key/value cache. Returns (conversation indices, pooled rows)."""
+    """Run one batch of prefix groups: all their prefixes in one forward pass, then, for k = 0, 1, ...,
+    the k-th member of every group on a copy of its group's key/value cache (one pass per k, so the
+    rows of a pass have similar lengths). Returns (conversation indices, pooled rows in that order)."""
     from transformers import DynamicCache
 
     model, device, pad_id = loaded.model, loaded.device, loaded.tokenizer.pad_token_id
     backbone = decoder_backbone(model)
-    prefix_lengths = [prefix for _, prefix in batch]
-    has_prefix = max(prefix_lengths) > 0
-    members = [(row, index) for row, (indices, _) in enumerate(batch) for index in indices]
-    group_of_member = torch.tensor([row for row, _ in members])
-    prompt_lengths = [chats[index].prompt_span[1] for _, index in members]
-
-    prefix_ids, prefix_mask = _padded([chats[indices[0]].input_ids[:prefix] for indices, prefix in batch], pad_id)
-    cache = DynamicCache(config=backbone.config) if has_prefix else None
+    has_prefix = batch[0][1] > 0
+    prefix_ids, prefix_mask = _padded([chats[members[0]].input_ids[:prefix] for members, prefix in batch], pad_id)
+    prefix_cache = DynamicCache(config=backbone.config) if has_prefix else None
     prefix_sums: dict[int, torch.Tensor] = {}
     if has_prefix:
         def sum_prefix(_layer: int, hidden: torch.Tensor) -> torch.Tensor | None:
@@ -240,50 +242,60 @@ def _capture_batch(loaded, chats: Sequence[TokenizedChat], batch: Sequence[_Pref
                 return None  # last-token pooling needs only the prefix's keys and values
             return torch.einsum("bs,bsh->bh", prefix_mask.float().to(hidden.device), hidden.float()).cpu()
 
-        # Stopping after the deepest requested layer is safe: the suffix pass stops there too, so
+        # Stopping after the deepest requested layer is safe: the member passes stop there too, so
         # deeper layers' keys and values are never read.
         width = prefix_ids.shape[1]
         with residual_stream(model, layers, on_output=sum_prefix, stop_after_deepest=True) as seen:
             run_until_stop(lambda: backbone(
                 input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device),
                 position_ids=torch.arange(width).expand(len(batch), width).to(device),
-                past_key_values=cache, use_cache=True,
+                past_key_values=prefix_cache, use_cache=True,
             ))
         prefix_sums = dict(seen) if pooling == "prompt" else {}
-        cache.batch_select_indices(group_of_member.to(device))  # one cache row per member
         counts.tokens_run += int(prefix_mask.sum())
         counts.forward_passes += 1
 
-    suffixes = [chats[index].input_ids[prefix_lengths[row]: chats[index].prompt_span[1]] for row, index in members]
-    suffix_ids, suffix_mask = _padded(suffixes, pad_id)
-    starts = torch.tensor([prefix_lengths[row] for row, _ in members])
-    position_ids = starts[:, None] + torch.arange(suffix_ids.shape[1])[None, :]
-    attention_mask = torch.cat([prefix_mask[group_of_member], suffix_mask], dim=1) if has_prefix else suffix_mask
-    last = torch.tensor([len(suffix) - 1 for suffix in suffixes])
+    order: list[int] = []
+    results: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    for k in range(max(len(members) for members, _ in batch)):
+        rows = [row for row, (members, _) in enumerate(batch) if len(members) > k]
+        indices = [batch[row][0][k] for row in rows]
+        prefix_lengths = [batch[row][1] for row in rows]
+        suffixes = [chats[index].input_ids[prefix: chats[index].prompt_span[1]] for index, prefix in zip(indices, prefix_lengths)]
+        suffix_ids, suffix_mask = _padded(suffixes, pad_id)
+        position_ids = torch.tensor(prefix_lengths)[:, None] + torch.arange(suffix_ids.shape[1])[None, :]
+        last = torch.tensor([len(suffix) - 1 for suffix in suffixes])
+        cache, attention_mask = None, suffix_mask
+        if has_prefix:
+            # The pass appends to the cache, so each pass gets its own copy holding its groups' rows.
+            cache = copy.deepcopy(prefix_cache)
+            if len(rows) < len(batch):
+                cache.batch_select_indices(torch.tensor(rows, device=device))
+            attention_mask = torch.cat([prefix_mask[rows], suffix_mask], dim=1)
 
-    def pool_suffix(_layer: int, hidden: torch.Tensor) -> torch.Tensor:
-        if pooling == "last_prompt":
-            return hidden[torch.arange(hidden.shape[0], device=hidden.device), last.to(hidden.device)].float().cpu()
-        return torch.einsum("bs,bsh->bh", suffix_mask.float().to(hidden.device), hidden.float()).cpu()
+        def pool_members(_layer: int, hidden: torch.Tensor) -> torch.Tensor:
+            if pooling == "last_prompt":
+                return hidden[torch.arange(hidden.shape[0], device=hidden.device), last.to(hidden.device)].float().cpu()
+            return torch.einsum("bs,bsh->bh", suffix_mask.float().to(hidden.device), hidden.float()).cpu()
 
-    with residual_stream(model, layers, on_output=pool_suffix, stop_after_deepest=True) as pooled:
-        run_until_stop(lambda: backbone(
-            input_ids=suffix_ids.to(device), attention_mask=attention_mask.to(device),
-            position_ids=position_ids.to(device), past_key_values=cache, use_cache=has_prefix,
-        ))
-    counts.tokens_run += int(suffix_mask.sum())
-    counts.tokens_plain += sum(prompt_lengths)
-    counts.forward_passes += 1
-
-    results: dict[int, torch.Tensor] = {}
-    for layer in layers:
-        values = pooled[layer]
-        if pooling == "prompt":  # mean over the whole prompt = (prefix sum + suffix sum) / prompt length
-            if prefix_sums:
-                values = values + prefix_sums[layer][group_of_member]
-            values = values / torch.tensor(prompt_lengths, dtype=values.dtype)[:, None]
-        results[layer] = values
-    return [index for _, index in members], results
+        with residual_stream(model, layers, on_output=pool_members, stop_after_deepest=True) as pooled:
+            run_until_stop(lambda: backbone(
+                input_ids=suffix_ids.to(device), attention_mask=attention_mask.to(device),
+                position_ids=position_ids.to(device), past_key_values=cache, use_cache=has_prefix,
+            ))
+        counts.tokens_run += int(suffix_mask.sum())
+        counts.tokens_plain += sum(chats[index].prompt_span[1] for index in indices)
+        counts.forward_passes += 1
+        prompt_lengths = torch.tensor([chats[index].prompt_span[1] for index in indices], dtype=torch.float32)
+        for layer in layers:
+            values = pooled[layer]
+            if pooling == "prompt":  # mean over the whole prompt = (prefix sum + member sum) / prompt length
+                if prefix_sums:
+                    values = values + prefix_sums[layer][rows]
+                values = values / prompt_lengths[:, None]
+            results[layer].append(values)
+        order.extend(indices)
+    return order, {layer: torch.cat(parts) for layer, parts in results.items()}
 
 
 @torch.inference_mode()

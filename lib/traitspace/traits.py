@@ -22,8 +22,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-
-from .stats import auroc, cohens_d
+from scipy.stats import rankdata
 
 LayerRule = Literal["heldout", "middle"] | int
 
@@ -118,6 +117,34 @@ def cosine_with(vectors: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.clip(unit_vectors(vectors) @ unit_vectors(reference), -1.0, 1.0)
 
 
+def auroc_by_column(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """AUROC of every column at once: ``[n_pos, L]`` and ``[n_neg, L]`` -> ``[L]``.
+
+    The Mann-Whitney form of :func:`traitspace.stats.auroc` (ties count one half), vectorised over
+    layers: scanning 30 layers x 250 traits one ``roc_auc_score`` call at a time costs ~30 s.
+    nan for an empty side.
+    """
+    n_pos, n_neg = positive.shape[0], negative.shape[0]
+    if n_pos == 0 or n_neg == 0:
+        return np.full(positive.shape[1], np.nan)
+    ranks = rankdata(np.concatenate([positive, negative]), axis=0)  # average ranks for ties
+    u_statistic = ranks[:n_pos].sum(axis=0) - n_pos * (n_pos + 1) / 2
+    return u_statistic / (n_pos * n_neg)
+
+
+def cohens_d_by_column(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """:func:`traitspace.stats.cohens_d` of every column: ``[n_pos, L]``, ``[n_neg, L]`` -> ``[L]``
+    (pooled sample SD; nan with fewer than two values a side or no spread)."""
+    n_pos, n_neg = positive.shape[0], negative.shape[0]
+    if n_pos < 2 or n_neg < 2:
+        return np.full(positive.shape[1], np.nan)
+    pooled_variance = ((n_pos - 1) * positive.var(axis=0, ddof=1)
+                       + (n_neg - 1) * negative.var(axis=0, ddof=1)) / (n_pos + n_neg - 2)
+    gap = positive.mean(axis=0) - negative.mean(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(pooled_variance > 0, gap / np.sqrt(pooled_variance), np.nan)
+
+
 def layer_separation(positive_projections: np.ndarray, negative_projections: np.ndarray) -> pd.DataFrame:
     """How well projections separate the two sides, layer by layer.
 
@@ -129,22 +156,19 @@ def layer_separation(positive_projections: np.ndarray, negative_projections: np.
     Returns:
         One row per layer: ``layer``, ``auroc`` (0.5 = chance, 1 = every positive above every
         negative), ``cohens_d`` (standardised gap; nan with fewer than two examples a side or no
-        spread) and ``mean_gap`` (mean positive minus mean negative projection).
+        spread) and ``mean_gap`` (mean positive minus mean negative projection). Same definitions
+        as :func:`traitspace.stats.auroc` and :func:`traitspace.stats.cohens_d`.
     """
     positive = np.asarray(positive_projections, dtype=np.float64)
     negative = np.asarray(negative_projections, dtype=np.float64)
     if positive.ndim != 2 or negative.ndim != 2 or positive.shape[1] != negative.shape[1]:
         raise ValueError(f"expected [n_pos, L] and [n_neg, L] with the same L, got {positive.shape} and {negative.shape}")
-    rows = [
-        {
-            "layer": layer,
-            "auroc": auroc(positive[:, layer], negative[:, layer]),
-            "cohens_d": cohens_d(positive[:, layer], negative[:, layer]),
-            "mean_gap": float(positive[:, layer].mean() - negative[:, layer].mean()),
-        }
-        for layer in range(positive.shape[1])
-    ]
-    return pd.DataFrame(rows)
+    return pd.DataFrame({
+        "layer": np.arange(positive.shape[1]),
+        "auroc": auroc_by_column(positive, negative),
+        "cohens_d": cohens_d_by_column(positive, negative),
+        "mean_gap": positive.mean(axis=0) - negative.mean(axis=0),
+    })
 
 
 def _ranking_key(auroc_values: np.ndarray, cohens_d_values: np.ndarray) -> np.ndarray:
