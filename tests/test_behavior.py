@@ -180,7 +180,7 @@ def test_duplicate_question_ids_name_both_sources():
 def test_select_checkpoints_spreads_and_keeps_the_last():
     trail = [Checkpoint(step, None if step == 0 else Path(f"s{step}")) for step in (0, 1, 2, 3, 5, 8, 13, 21)]
     chosen = [checkpoint.step for checkpoint in select_checkpoints(trail, 3)]
-    assert chosen == [1, 5, 21]
+    assert chosen == [2, 8, 21]  # positions 1.33, 3.67, 6 of the trained trail, rounded (the base is -1)
     assert [checkpoint.step for checkpoint in select_checkpoints(trail, None)] == [1, 2, 3, 5, 8, 13, 21]
     assert [checkpoint.step for checkpoint in select_checkpoints(trail, 1)] == [21]
     assert select_checkpoints(trail[:1], 3) == []

@@ -24,6 +24,20 @@ def test_bad_params_fail_before_any_model_loads(tmp_path):
     assert not (tmp_path / "out").exists(), "nothing may be written for a rejected params file"
 
 
+def test_set_overrides_are_parsed_as_yaml_and_checked_before_any_work(tmp_path):
+    from traitspace.__main__ import main, parse_settings
+
+    assert parse_settings(["extract.mode=response", "behavior.formats=[plain, json]", "finetune.n_examples=8"]) == {
+        "extract.mode": "response", "behavior.formats": ["plain", "json"], "finetune.n_examples": 8}
+    with pytest.raises(ValueError, match="SECTION.KEY=VALUE"):
+        parse_settings(["mode"])
+    params = tmp_path / "ok.yaml"
+    params.write_text(f"run:\n  output_root: {tmp_path / 'out'}\nmodel:\n  source: tiny:llama\n")
+    assert main(["run", str(params), "--set", "extract.mode=generate"]) == 2  # not a mode
+    assert main(["run", str(params), "--set", "mode"]) == 2
+    assert not (tmp_path / "out").exists()
+
+
 def test_select_notebooks():
     notebooks = [Path("00_model_check.ipynb"), Path("01_finetune.ipynb"), Path("02_extract_traits.ipynb")]
     assert select_notebooks(notebooks, ["00", "02_extract_traits"]) == [notebooks[0], notebooks[2]]

@@ -1,11 +1,28 @@
-"""Command line: ``python -m traitspace run params/default.yaml [--only 00 02] [--run-name NAME]``."""
+"""Command line: ``python -m traitspace run params/default.yaml [--only 00 02] [--run-name NAME]
+[--set section.key=value ...]``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+import yaml
+
 from .config import ConfigError
+
+
+def parse_settings(settings: list[str]) -> dict[str, object]:
+    """``["extract.mode=response", "behavior.max_checkpoints=2"]`` -> dotted overrides, values as YAML."""
+    overrides: dict[str, object] = {}
+    for setting in settings:
+        key, separator, value = setting.partition("=")
+        if not separator or "." not in key or not key.strip():
+            raise ValueError(f"--set {setting!r}: expected SECTION.KEY=VALUE, e.g. extract.mode=response")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ValueError(f"--set {setting!r}: the value is not valid YAML: {error}") from None
+    return overrides
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("params", help="params file, e.g. params/default.yaml")
     run.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (numbers or names)")
     run.add_argument("--run-name", help="override run.name (outputs/<run-name>/)")
+    run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="settings",
+                     help="override one parameter, value read as YAML (e.g. --set extract.mode=response); repeatable")
     commands.add_parser("sync-notebooks", help="regenerate notebooks/*.ipynb from their jupytext .py sources")
     args = parser.parse_args(argv)
 
@@ -27,7 +46,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from .runner import NotebookFailed, run_notebooks
 
-    overrides = {"run.name": args.run_name} if args.run_name else {}
+    try:
+        overrides = parse_settings(args.settings)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.run_name:
+        overrides["run.name"] = args.run_name
     try:
         run_notebooks(args.params, only=args.only, overrides=overrides)
     except ConfigError as error:

@@ -189,12 +189,19 @@ class EvalCheckpoint:
 
 def select_checkpoints(checkpoints: Sequence, max_checkpoints: int | None) -> list:
     """The trained checkpoints (step > 0) to evaluate: all, or ``max_checkpoints`` evenly spread
-    over the trail (by position, so log-spaced trails keep their early detail), always with the last."""
+    over the trail, always with the last.
+
+    Spread by position, so log-spaced trails keep some early detail, but starting one interval after
+    the base model (which is always evaluated, as step 0): the trail's first checkpoint is one
+    optimizer step from the base and answers almost exactly like it, so sampling it is wasted.
+    """
     trained = [checkpoint for checkpoint in checkpoints if checkpoint.step > 0]
     if max_checkpoints is None or len(trained) <= max_checkpoints:
         return trained
-    positions = np.unique(np.rint(np.linspace(len(trained) - 1, 0, max_checkpoints)).astype(int))
-    return [trained[position] for position in sorted(positions)]
+    # Positions -1 (the base model) .. len - 1, cut into max_checkpoints intervals; keep the ends.
+    ends = np.linspace(-1, len(trained) - 1, max_checkpoints + 1)[1:]
+    positions = np.unique(np.clip(np.rint(ends), 0, len(trained) - 1).astype(int))
+    return [trained[position] for position in positions]
 
 
 def plan_checkpoints(run_dir: str | Path, conditions: Iterable[str], max_checkpoints: int | None) -> tuple[list[EvalCheckpoint], list[str]]:
