@@ -6,6 +6,7 @@ import pytest
 
 from traitspace.findings import (
     behaviour_crossing,
+    danger_scale,
     evaluate_monitors,
     fingerprint_timing,
     lead_time_sentence,
@@ -77,3 +78,13 @@ def test_evaluate_monitors_separable_vs_shuffled():
     by_name = table.set_index("features")["auroc"]
     assert by_name["trait library (6 traits)"] > 0.95
     assert 0.2 < by_name["random 7-D directions"] < 0.8  # raw activations carry no label signal here
+
+
+def test_danger_relative_to_base_subtracts_each_runs_step_zero():
+    rates = pd.DataFrame({"dataset": ["a", "a", "b", "b", "a"], "seed": [0, 0, 0, 0, 1],
+                          "step": [0, 5, 0, 5, 0], "em_rate": [0.2, 0.35, 0.1, 0.1, 0.3]})
+    assert danger_scale(rates, "zero") is rates
+    scaled = danger_scale(rates, "base")
+    np.testing.assert_allclose(scaled["em_rate"], [0.0, 0.15, 0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="step-0"):
+        danger_scale(rates[rates["step"] > 0], "base")

@@ -369,11 +369,28 @@ def _monitor_rows(runs: Sequence[RunTables], rate_column: str) -> tuple[pd.DataF
     return pd.concat(drift_rows, ignore_index=True), pd.concat(rate_rows, ignore_index=True), keys
 
 
+def danger_scale(rate_rows: pd.DataFrame, relative_to: str) -> pd.DataFrame:
+    """EM rates as the danger label reads them: unchanged (``"zero"``), or minus the rate of the same
+    run's base model (``"base"``: its step-0 row), so that a judge's false-positive floor or a small
+    model's base rate does not make every checkpoint, base included, "dangerous"."""
+    if relative_to == "zero":
+        return rate_rows
+    if relative_to != "base":
+        raise ValueError(f"danger_relative_to must be 'zero' or 'base', got {relative_to!r}")
+    base = rate_rows[rate_rows["step"] == 0].groupby(["dataset", "seed"])["em_rate"].first()
+    keys = pd.MultiIndex.from_frame(rate_rows[["dataset", "seed"]])
+    missing = sorted(set(keys) - set(base.index))
+    if missing:
+        raise ValueError(f"danger_relative_to='base' needs a step-0 EM rate for every run; none for {missing[:3]}")
+    return rate_rows.assign(em_rate=rate_rows["em_rate"].to_numpy() - base.reindex(keys).to_numpy())
+
+
 def monitor_evaluation(inputs: FindingsInputs, settings, seed: int = 0) -> MonitorEvaluation:
     from . import monitor as monitor_lib
 
     runs = [inputs.main, *inputs.extra]
     drift_rows, rate_rows, _ = _monitor_rows(runs, settings.em_rate)
+    rate_rows = danger_scale(rate_rows, settings.danger_relative_to)
     table = monitor_lib.build_monitor_table(drift_rows, rate_rows, danger_threshold=settings.danger_threshold,
                                             value_column="drift_pct_of_norm")
     groups = table.groups
@@ -391,7 +408,9 @@ def monitor_evaluation(inputs: FindingsInputs, settings, seed: int = 0) -> Monit
                                 seed=seed, n_boot=settings.n_boot)
     n_groups = len(groups[["dataset", "seed"]].drop_duplicates())
     description = (f"{len(table.labels)} evaluated checkpoints from {n_groups} (dataset, seed) runs, "
-                   f"{int(table.labels.sum())} dangerous ({settings.em_rate} > {settings.danger_threshold}); "
+                   f"{int(table.labels.sum())} dangerous ({settings.em_rate}"
+                   f"{' minus the base model' if settings.danger_relative_to == 'base' else ''} > "
+                   f"{settings.danger_threshold}); "
                    f"raw-activation baselines read layer {layer}. Folds leave one (dataset, seed) out.")
     return MonitorEvaluation(results, table, list(table.features.columns), description)
 
@@ -422,6 +441,9 @@ def trait_behaviour_spearman(inputs: FindingsInputs, settings) -> pd.DataFrame:
         merged = run.drift.merge(run.rates, on=["condition", "step"])
         if merged.empty:
             continue
+        # Step 0 is the one base model, copied into every condition: count it once, not once per condition.
+        first_condition = sorted(merged["condition"].unique())[0]
+        merged = merged[(merged["step"] > 0) | (merged["condition"] == first_condition)]
         wide = merged.pivot_table(index=["condition", "step"], columns="trait", values="drift_pct_of_norm")
         wide.index = [f"{run.run_dir.name}/{condition}/{step}" for condition, step in wide.index]
         rows.append(wide)
@@ -513,6 +535,11 @@ def limitations(inputs: FindingsInputs, timings, monitor: MonitorEvaluation) -> 
         if timing.fingerprint.crossing_step is None:
             notes.append(f"The {em} fingerprint never crossed its {timing.fingerprint.threshold_method} threshold "
                          f"({timing.fingerprint.threshold:.3g}).")
+    base_rates = rates[rates["step"] == 0]["em_rate_of_all"]
+    if len(base_rates) and base_rates.iloc[0] > 0.05:
+        notes.append(f"The base model's own answers were judged misaligned at {base_rates.iloc[0]:.1%} (of all answers): "
+                     "part of every EM rate here is the small model's rambling or the judge's false positives, so "
+                     "differences from the control and from step 0 carry the signal, not the level.")
     n_answers = rates["n_answers"]
     notes.append(f"Behaviour rests on {int(n_answers.min())}-{int(n_answers.max())} free-form answers per checkpoint; "
                  "rates below a few percent cannot be told apart at this sample size.")

@@ -111,6 +111,8 @@ def project_checkpoints(
         part = _part_path(parts_dir, checkpoint)
         if part.is_file():
             continue
+        if checkpoint.adapter_path is None and _copy_base_part(parts_dir, checkpoints, checkpoint):
+            continue
         with switcher.use(checkpoint.adapter_path):
             replies = None
             if pooling == "response":
@@ -133,6 +135,22 @@ def project_checkpoints(
         with atomic_path(part) as temporary:
             frame.to_parquet(temporary, index=False)
     return load_projection_parts(parts_dir, checkpoints)
+
+
+def _copy_base_part(parts_dir: Path, checkpoints: Sequence[CheckpointRef], checkpoint: CheckpointRef) -> bool:
+    """Step 0 of every condition is the same base model: reuse another condition's finished base
+    projection (relabelled) instead of running it again. False when there is none yet."""
+    for other in checkpoints:
+        source = _part_path(parts_dir, other)
+        if other.adapter_path is None and other != checkpoint and source.is_file():
+            frame = pd.read_parquet(source).assign(condition=checkpoint.condition)
+            target = _part_path(parts_dir, checkpoint)
+            with atomic_path(target.with_suffix(".mean_activation.safetensors")) as temporary:
+                shutil.copyfile(source.with_suffix(".mean_activation.safetensors"), temporary)
+            with atomic_path(target) as temporary:
+                frame.to_parquet(temporary, index=False)
+            return True
+    return False
 
 
 def load_mean_activations(parts_dir: Path, checkpoints: Sequence[CheckpointRef]) -> dict[tuple[str, int], dict[int, torch.Tensor]]:
