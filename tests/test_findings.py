@@ -11,6 +11,8 @@ from traitspace.findings import (
     fingerprint_timing,
     lead_time_sentence,
     monitor_feature_sets,
+    monitor_rows,
+    RunTables,
 )
 
 STEPS = [0, 1, 2, 4, 8, 16, 32]
@@ -88,3 +90,21 @@ def test_danger_relative_to_base_subtracts_each_runs_step_zero():
     np.testing.assert_allclose(scaled["em_rate"], [0.0, 0.15, 0.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="step-0"):
         danger_scale(rates[rates["step"] > 0], "base")
+
+
+def test_monitor_rows_leave_out_the_base_model_after_scaling_by_it(tmp_path):
+    """Step 0 (the base model in every run: drift 0, never dangerous relative to itself) would give
+    every feature set free AUROC, so the monitor sees trained checkpoints only."""
+    drift = pd.DataFrame([{"condition": condition, "step": step, "trait": trait, "drift": 0.0, "base_norm": 1.0,
+                           "drift_pct_of_norm": float(step) if trait == "t0" else 0.0}
+                          for condition in ("em", "control") for step in (0, 3, 6) for trait in ("t0", "t1")])
+    rates = pd.DataFrame({"condition": ["em"] * 3 + ["control"] * 3, "step": [0, 3, 6] * 2,
+                          "em_rate_of_all": [0.2, 0.3, 0.4, 0.2, 0.2, 0.25]})
+    runs = [RunTables(tmp_path / f"seed{seed}", seed, pd.DataFrame(), drift, rates, {}, {"em": "control"})
+            for seed in (0, 1)]
+    drift_rows, rate_rows = monitor_rows(runs, "em_rate_of_all", "base")
+    assert (drift_rows["step"] > 0).all() and (rate_rows["step"] > 0).all()
+    assert len(rate_rows) == 2 * 2 * 2 and len(drift_rows) == 2 * 2 * 2 * 2
+    scaled = rate_rows.set_index(["seed", "dataset", "step"])["em_rate"]
+    assert scaled[(1, "em", 6)] == pytest.approx(0.2)
+    assert scaled[(0, "control", 3)] == pytest.approx(0.0)

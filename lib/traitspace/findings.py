@@ -355,9 +355,16 @@ class MonitorEvaluation:
     description: str
 
 
-def _monitor_rows(runs: Sequence[RunTables], rate_column: str) -> tuple[pd.DataFrame, pd.DataFrame, list]:
-    """Drift profiles and EM rates of every evaluated checkpoint, keyed by dataset and seed."""
-    drift_rows, rate_rows, keys = [], [], []
+def monitor_rows(runs: Sequence[RunTables], rate_column: str, relative_to: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Drift profiles and danger-scaled EM rates (:func:`danger_scale`) of every evaluated *trained*
+    checkpoint, keyed by dataset and seed.
+
+    Step 0 is left out: it is the same untouched base model in every run, so its drift is zero by
+    construction and, relative to the base, it is never dangerous. Kept once per run it would hand every
+    feature set free AUROC (anything that grows with training separates it from the rest), and the
+    monitor's question is which fine-tuned checkpoints turned dangerous.
+    """
+    drift_rows, rate_rows = [], []
     for run in runs:
         evaluated = run.rates[["condition", "step", rate_column]].rename(columns={rate_column: "em_rate"})
         evaluated = evaluated[evaluated["step"].isin(run.drift["step"].unique())]
@@ -365,8 +372,9 @@ def _monitor_rows(runs: Sequence[RunTables], rate_column: str) -> tuple[pd.DataF
         drift_rows.append(drift_part.assign(dataset=drift_part["condition"], seed=run.seed)
                           [["dataset", "seed", "step", "trait", "drift_pct_of_norm"]])
         rate_rows.append(evaluated.assign(dataset=evaluated["condition"], seed=run.seed)[["dataset", "seed", "step", "em_rate"]])
-        keys += [(run, condition, int(step)) for condition, step in evaluated[["condition", "step"]].itertuples(index=False)]
-    return pd.concat(drift_rows, ignore_index=True), pd.concat(rate_rows, ignore_index=True), keys
+    drift, rates = pd.concat(drift_rows, ignore_index=True), pd.concat(rate_rows, ignore_index=True)
+    rates = danger_scale(rates, relative_to)  # needs the step-0 rows, so before they go
+    return (drift[drift["step"] > 0].reset_index(drop=True), rates[rates["step"] > 0].reset_index(drop=True))
 
 
 def danger_scale(rate_rows: pd.DataFrame, relative_to: str) -> pd.DataFrame:
@@ -389,8 +397,7 @@ def monitor_evaluation(inputs: FindingsInputs, settings, seed: int = 0) -> Monit
     from . import monitor as monitor_lib
 
     runs = [inputs.main, *inputs.extra]
-    drift_rows, rate_rows, _ = _monitor_rows(runs, settings.em_rate)
-    rate_rows = danger_scale(rate_rows, settings.danger_relative_to)
+    drift_rows, rate_rows = monitor_rows(runs, settings.em_rate, settings.danger_relative_to)
     table = monitor_lib.build_monitor_table(drift_rows, rate_rows, danger_threshold=settings.danger_threshold,
                                             value_column="drift_pct_of_norm")
     groups = table.groups
@@ -407,7 +414,8 @@ def monitor_evaluation(inputs: FindingsInputs, settings, seed: int = 0) -> Monit
     results = evaluate_monitors(sets, table.labels, groups[["dataset", "seed"]], models=settings.monitor_models,
                                 seed=seed, n_boot=settings.n_boot)
     n_groups = len(groups[["dataset", "seed"]].drop_duplicates())
-    description = (f"{len(table.labels)} evaluated checkpoints from {n_groups} (dataset, seed) runs, "
+    description = (f"{len(table.labels)} evaluated trained checkpoints (the base model, drift 0 by construction, left "
+                   f"out) from {n_groups} (dataset, seed) runs, "
                    f"{int(table.labels.sum())} dangerous ({settings.em_rate}"
                    f"{' minus the base model' if settings.danger_relative_to == 'base' else ''} > "
                    f"{settings.danger_threshold}); "
