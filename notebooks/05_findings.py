@@ -74,8 +74,9 @@ display(timing_table)
 # a percentage of the base model's activation norm) as features, labelled **dangerous** when its EM
 # rate exceeds the danger threshold. The base model (step 0) is left out: it is the same model in
 # every run with zero drift by construction, and counting it would reward any feature that merely
-# grows with training. Each classifier is trained on all (dataset, seed) runs but one and tested on
-# the held-out run, and its out-of-fold scores give AUROC, the false
+# grows with training. Each classifier is trained on all datasets but one and tested on the held-out
+# dataset, all its seeds at once (`held_out: dataset`); with several seeds it is also trained on all
+# seeds but one and tested on the held-out seed (`held_out: seed`). Out-of-fold scores give AUROC, the false
 # negative rate (dangerous checkpoints missed) and the false positive rate, with bootstrap 95%
 # intervals. Baselines on the same folds: the absolute drift along the first principal component,
 # the norm of the raw activation drift, 7 random directions and 7 principal components of the raw

@@ -411,15 +411,26 @@ def monitor_evaluation(inputs: FindingsInputs, settings, seed: int = 0) -> Monit
     raw_table = groups.merge(raw_table, on=["dataset", "seed", "step"], how="left")
     raw_matrix = raw_table[[column for column in raw_table.columns if column.startswith("dim_")]]
     sets = monitor_feature_sets(table.features, raw_matrix, inputs.alignment_traits, seed=seed)
-    results = evaluate_monitors(sets, table.labels, groups[["dataset", "seed"]], models=settings.monitor_models,
-                                seed=seed, n_boot=settings.n_boot)
+    # Held-out datasets are the monitor's question, so a fold holds out a dataset with all its seeds
+    # (holding out one (dataset, seed) would train on the same dataset's other seed). With several
+    # seeds a second scheme holds out a whole seed: does the monitor carry over to a new training run?
+    schemes = {"dataset": ["dataset"]}
+    if groups["seed"].nunique() > 1:
+        schemes["seed"] = ["seed"]
+    results = pd.concat([
+        evaluate_monitors(sets, table.labels, groups[columns], models=settings.monitor_models, seed=seed,
+                          n_boot=settings.n_boot).assign(held_out=name)
+        for name, columns in schemes.items()
+    ], ignore_index=True)
+    results = results[["held_out", *[column for column in results.columns if column != "held_out"]]]
     n_groups = len(groups[["dataset", "seed"]].drop_duplicates())
     description = (f"{len(table.labels)} evaluated trained checkpoints (the base model, drift 0 by construction, left "
                    f"out) from {n_groups} (dataset, seed) runs, "
                    f"{int(table.labels.sum())} dangerous ({settings.em_rate}"
                    f"{' minus the base model' if settings.danger_relative_to == 'base' else ''} > "
                    f"{settings.danger_threshold}); "
-                   f"raw-activation baselines read layer {layer}. Folds leave one (dataset, seed) out.")
+                   f"raw-activation baselines read layer {layer}. Folds hold out one dataset with all its seeds"
+                   f"{' and, separately, one seed with all its datasets' if 'seed' in schemes else ''}.")
     return MonitorEvaluation(results, table, list(table.features.columns), description)
 
 
@@ -429,13 +440,14 @@ def plot_monitor(results: pd.DataFrame):
 
     shown = results.dropna(subset=["auroc"])
     fig, ax = plt.subplots(figsize=(8, 1 + 0.35 * len(shown)))
-    labels = [f"{row.features} · {row.model}" for row in shown.itertuples()]
+    labels = [f"{row.features} · {row.model}" + (f" · held out: {row.held_out}" if "held_out" in shown else "")
+              for row in shown.itertuples()]
     ax.barh(labels, shown["auroc"], color=sns.color_palette()[0])
     ax.errorbar(shown["auroc"], range(len(shown)), xerr=[shown["auroc"] - shown["auroc_low"],
                                                           shown["auroc_high"] - shown["auroc"]],
                 fmt="none", ecolor="black", capsize=2, lw=1)
     ax.axvline(0.5, color="grey", ls="--", lw=1)
-    ax.set(xlim=(0, 1), xlabel="leave-one-dataset-out AUROC (95% bootstrap)", title="Dangerous-checkpoint monitors")
+    ax.set(xlim=(0, 1), xlabel="held-out AUROC (95% bootstrap)", title="Dangerous-checkpoint monitors")
     fig.tight_layout()
     return fig
 
@@ -619,7 +631,7 @@ def write_report(config, inputs: FindingsInputs, timings, monitor: MonitorEvalua
         report.table(inputs.judge_validity, "Judge validity on the held-out labelled answers")
     report.heading("Monitor")
     report.text(monitor.description)
-    report.table(monitor.results.drop(columns=["undefined"]), "Leave-one-(dataset, seed)-out monitors and baselines")
+    report.table(monitor.results.drop(columns=["undefined"]), "Monitors and baselines on held-out datasets (held_out: dataset) and held-out seeds (held_out: seed)")
     if (out_dir / "figures" / "monitor_auroc.png").is_file():
         report.figure(out_dir / "figures" / "monitor_auroc.png", "Monitor AUROC with 95% intervals")
     if len(spearman):
