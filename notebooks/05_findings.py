@@ -121,10 +121,12 @@ explorer
 # %% [markdown]
 # ## 4 · The report
 # Figures of notebooks 03-05, the tables above with their intervals, the run's parameters and
-# provenance, and limitations written from what was measured.
+# provenance, and limitations written from what was measured. The tables are also saved as CSV
+# (`fingerprint_timing.csv`, `monitor_results.csv`, `trait_behaviour_spearman.csv`).
 
 # %%
 findings.save_monitor_artifacts(inputs, monitor, timings, stage.path)
+findings.save_findings_tables(stage.path, timings, monitor, spearman)
 markdown_path, html_path = findings.write_report(config, inputs, timings, monitor, spearman, stage.path)
 stage.mark_done({"report": [str(markdown_path), str(html_path)]})
 print(f"wrote {markdown_path} and {html_path}")

@@ -22,3 +22,6 @@ def test_all_notebooks_run_with_smoke_params(tmp_path):
     assert (run_dir / "00_model_check" / "pca_middle_layer.png").is_file()
     for result in results:
         assert Path(result.output).is_file()
+    for table in ("fingerprint_timing", "monitor_results", "trait_behaviour_spearman"):
+        assert (run_dir / "findings" / f"{table}.csv").is_file()
+    assert (run_dir / "findings" / "report.html").is_file() and (run_dir / "findings" / "report.md").is_file()

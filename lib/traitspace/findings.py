@@ -511,6 +511,22 @@ def trait_explorer(projections: pd.DataFrame):
     return widgets.interactive(draw, trait=trait_box, chosen=condition_box)
 
 
+def save_findings_tables(out_dir, timings, monitor: MonitorEvaluation, spearman: pd.DataFrame) -> list:
+    """The report's tables as CSV files for writeups and later analysis: fingerprint_timing.csv,
+    monitor_results.csv and trait_behaviour_spearman.csv (atomic writes)."""
+    from pathlib import Path
+
+    from .artifacts import atomic_write_text
+
+    out_dir = Path(out_dir)
+    tables = {"fingerprint_timing": timing_table(timings) if timings else pd.DataFrame(),
+              "monitor_results": monitor.results, "trait_behaviour_spearman": spearman}
+    written = []
+    for stem, table in tables.items():
+        written.append(atomic_write_text(out_dir / f"{stem}.csv", table.to_csv(index=False)))
+    return written
+
+
 def save_monitor_artifacts(inputs: FindingsInputs, monitor: MonitorEvaluation, timings, out_dir) -> None:
     """What the live monitor of notebook 01 reads: the fingerprint (key traits, signs, a drift
     threshold) and, when the labels allow, a logistic monitor fitted on all evaluated checkpoints."""
