@@ -442,7 +442,10 @@ def plot_monitor(results: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(8, 1 + 0.35 * len(shown)))
     labels = [f"{row.features} · {row.model}" + (f" · held out: {row.held_out}" if "held_out" in shown else "")
               for row in shown.itertuples()]
-    ax.barh(labels, shown["auroc"], color=sns.color_palette()[0])
+    schemes = list(dict.fromkeys(shown["held_out"])) if "held_out" in shown else [None]
+    palette = dict(zip(schemes, sns.color_palette()))
+    colours = [palette[row.held_out] for row in shown.itertuples()] if "held_out" in shown else palette[None]
+    ax.barh(labels, shown["auroc"], color=colours)
     ax.errorbar(shown["auroc"], range(len(shown)), xerr=[shown["auroc"] - shown["auroc_low"],
                                                           shown["auroc_high"] - shown["auroc"]],
                 fmt="none", ecolor="black", capsize=2, lw=1)
