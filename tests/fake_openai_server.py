@@ -105,7 +105,16 @@ class FakeOpenAIServer:
             def log_message(self, *args) -> None:  # keep test output clean
                 pass
 
+            def _leave_flight(self) -> None:
+                # A request stops counting as in flight *before* its response goes out: once the client
+                # has read it, it may send the next request, which must not overlap this one's count.
+                with fake._lock:
+                    if getattr(self, "_in_flight", False):
+                        fake.in_flight -= 1
+                        self._in_flight = False
+
             def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+                self._leave_flight()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -123,11 +132,11 @@ class FakeOpenAIServer:
                 with fake._lock:
                     fake.in_flight += 1
                     fake.peak_in_flight = max(fake.peak_in_flight, fake.in_flight)
+                    self._in_flight = True
                 try:
                     self._answer(raw)
                 finally:
-                    with fake._lock:
-                        fake.in_flight -= 1
+                    self._leave_flight()
 
             def _answer(self, raw: bytes) -> None:
                 authorization = self.headers.get("Authorization")
