@@ -126,7 +126,7 @@ explorer
 
 # %%
 findings.save_monitor_artifacts(inputs, monitor, timings, stage.path)
-findings.save_findings_tables(stage.path, timings, monitor, spearman)
+findings.save_findings_tables(stage.path, timing_table, monitor.results, spearman)
 markdown_path, html_path = findings.write_report(config, inputs, timings, monitor, spearman, stage.path)
 stage.mark_done({"report": [str(markdown_path), str(html_path)]})
 print(f"wrote {markdown_path} and {html_path}")

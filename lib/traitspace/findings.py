@@ -394,8 +394,6 @@ def danger_scale(rate_rows: pd.DataFrame, relative_to: str) -> pd.DataFrame:
 
 
 def monitor_evaluation(inputs: FindingsInputs, settings, seed: int = 0) -> MonitorEvaluation:
-    from . import monitor as monitor_lib
-
     runs = [inputs.main, *inputs.extra]
     drift_rows, rate_rows = monitor_rows(runs, settings.em_rate, settings.danger_relative_to)
     table = monitor_lib.build_monitor_table(drift_rows, rate_rows, danger_threshold=settings.danger_threshold,
@@ -417,12 +415,13 @@ def monitor_evaluation(inputs: FindingsInputs, settings, seed: int = 0) -> Monit
     schemes = {"dataset": ["dataset"]}
     if groups["seed"].nunique() > 1:
         schemes["seed"] = ["seed"]
-    results = pd.concat([
-        evaluate_monitors(sets, table.labels, groups[columns], models=settings.monitor_models, seed=seed,
-                          n_boot=settings.n_boot).assign(held_out=name)
-        for name, columns in schemes.items()
-    ], ignore_index=True)
-    results = results[["held_out", *[column for column in results.columns if column != "held_out"]]]
+    per_scheme = []
+    for name, columns in schemes.items():
+        scheme_results = evaluate_monitors(sets, table.labels, groups[columns], models=settings.monitor_models,
+                                           seed=seed, n_boot=settings.n_boot)
+        scheme_results.insert(0, "held_out", name)
+        per_scheme.append(scheme_results)
+    results = pd.concat(per_scheme, ignore_index=True)
     n_groups = len(groups[["dataset", "seed"]].drop_duplicates())
     description = (f"{len(table.labels)} evaluated trained checkpoints (the base model, drift 0 by construction, left "
                    f"out) from {n_groups} (dataset, seed) runs, "
@@ -440,12 +439,11 @@ def plot_monitor(results: pd.DataFrame):
 
     shown = results.dropna(subset=["auroc"])
     fig, ax = plt.subplots(figsize=(8, 1 + 0.35 * len(shown)))
-    labels = [f"{row.features} · {row.model}" + (f" · held out: {row.held_out}" if "held_out" in shown else "")
-              for row in shown.itertuples()]
-    schemes = list(dict.fromkeys(shown["held_out"])) if "held_out" in shown else [None]
-    palette = dict(zip(schemes, sns.color_palette()))
-    colours = [palette[row.held_out] for row in shown.itertuples()] if "held_out" in shown else palette[None]
-    ax.barh(labels, shown["auroc"], color=colours)
+    held_out = shown["held_out"] if "held_out" in shown else pd.Series("", index=shown.index)
+    labels = [f"{features} · {model}" + (f" · held out: {scheme}" if scheme else "")
+              for features, model, scheme in zip(shown["features"], shown["model"], held_out)]
+    palette = dict(zip(held_out.unique(), sns.color_palette()))
+    ax.barh(labels, shown["auroc"], color=held_out.map(palette).tolist())
     ax.errorbar(shown["auroc"], range(len(shown)), xerr=[shown["auroc"] - shown["auroc_low"],
                                                           shown["auroc_high"] - shown["auroc"]],
                 fmt="none", ecolor="black", capsize=2, lw=1)
@@ -456,8 +454,6 @@ def plot_monitor(results: pd.DataFrame):
 
 
 def trait_behaviour_spearman(inputs: FindingsInputs, settings) -> pd.DataFrame:
-    from . import monitor as monitor_lib
-
     runs = [inputs.main, *inputs.extra]
     rows, behaviour_rows = [], []
     for run in runs:
@@ -514,20 +510,17 @@ def trait_explorer(projections: pd.DataFrame):
     return widgets.interactive(draw, trait=trait_box, chosen=condition_box)
 
 
-def save_findings_tables(out_dir, timings, monitor: MonitorEvaluation, spearman: pd.DataFrame) -> list:
-    """The report's tables as CSV files for writeups and later analysis: fingerprint_timing.csv,
-    monitor_results.csv and trait_behaviour_spearman.csv (atomic writes)."""
+def save_findings_tables(out_dir, fingerprint_timing: pd.DataFrame, monitor_results: pd.DataFrame,
+                         spearman: pd.DataFrame) -> list:
+    """The report's tables as CSV files for writeups and later analysis: fingerprint_timing.csv
+    (:func:`timing_table`), monitor_results.csv and trait_behaviour_spearman.csv (atomic writes)."""
     from pathlib import Path
 
     from .artifacts import atomic_write_text
 
-    out_dir = Path(out_dir)
-    tables = {"fingerprint_timing": timing_table(timings) if timings else pd.DataFrame(),
-              "monitor_results": monitor.results, "trait_behaviour_spearman": spearman}
-    written = []
-    for stem, table in tables.items():
-        written.append(atomic_write_text(out_dir / f"{stem}.csv", table.to_csv(index=False)))
-    return written
+    tables = {"fingerprint_timing": fingerprint_timing, "monitor_results": monitor_results,
+              "trait_behaviour_spearman": spearman}
+    return [atomic_write_text(Path(out_dir) / f"{stem}.csv", table.to_csv(index=False)) for stem, table in tables.items()]
 
 
 def save_monitor_artifacts(inputs: FindingsInputs, monitor: MonitorEvaluation, timings, out_dir) -> None:

@@ -92,7 +92,6 @@ def make_live_monitor_callback(loaded, spec: LiveMonitorSpec, log_path: str | Pa
             self.base: dict[str, float] | None = None
             self.base_norms: dict[str, float] | None = None
             self.records: list[LiveRecord] = []
-            self.measure_seconds = 0.0       # all checks, the base measurement included
             self.base_seconds = 0.0
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -100,8 +99,12 @@ def make_live_monitor_callback(loaded, spec: LiveMonitorSpec, log_path: str | Pa
             with model.disable_adapter():
                 self.base, self.base_norms = measure(model)
             self.base_seconds = time.perf_counter() - started
-            self.measure_seconds += self.base_seconds
             return control
+
+        @property
+        def measure_seconds(self) -> float:
+            """Seconds spent measuring: the base measurement and every check (each rounded to 1 ms)."""
+            return self.base_seconds + sum(record.seconds for record in self.records)
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if state.global_step % spec.every_k_steps != 0:
@@ -121,7 +124,6 @@ def make_live_monitor_callback(loaded, spec: LiveMonitorSpec, log_path: str | Pa
                 if probability > 0.5:
                     reasons.append(f"monitor P(dangerous) = {probability:.2f}")
             seconds = time.perf_counter() - started
-            self.measure_seconds += seconds
             record = LiveRecord(state.global_step, round(seconds, 3), fingerprint, probability, bool(reasons), reasons,
                                 drift, drift_pct)
             self.records.append(record)
