@@ -1,7 +1,7 @@
 """Benchmark: pooled activation capture against the plain way, in one process on one model.
 
 Plain way: a full causal-LM forward with ``output_hidden_states=True`` (all layers kept, LM head
-computed), then pooling the response tokens afterwards. Ours: ``traitspace.hooks.capture_pooled``
+computed), then pooling the response tokens afterwards. Ours: ``traitspace.core.hooks.capture_pooled``
 (pooling inside hooks, no LM head, early exit after the deepest requested layer).
 
     python bench/hooks.py                      # embedded SmolLM2-135M-Instruct
@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from traitspace.hooks import capture_pooled, collate, span_weights
-from traitspace.models import load_model
+from traitspace.core.hooks import capture_pooled, collate, span_weights
+from traitspace.core.models import load_model
 
 
 def synthetic_chats(loaded, n: int, target_tokens: int):

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from traitspace.config import FinetuneSection, LiveMonitorSection
+from traitspace.core.config import FinetuneSection, LiveMonitorSection
 from traitspace.em_data import build_dataset
 from traitspace.live_monitor import LiveMonitorSpec, make_live_monitor_callback
-from traitspace.models import load_model
+from traitspace.core.models import load_model
 from traitspace.trait_library import load_builtin_library
 from traitspace.train import attach_lora, build_trainer, tokenize_rows
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import torch
 
-from traitspace.config import FinetuneSection
+from traitspace.core.config import FinetuneSection
 from traitspace.em_data import build_dataset
-from traitspace.models import AdapterSwitcher, load_model
-from traitspace.project import CheckpointRef, project_checkpoints
+from traitspace.core.models import AdapterSwitcher, load_model
+from traitspace.core.checkpoints import Checkpoint
+from traitspace.project import project_checkpoints
 from traitspace.trait_library import load_builtin_library
 from traitspace.train import attach_lora, build_trainer, tokenize_rows
 
@@ -56,7 +57,7 @@ def main() -> None:
         units = {name: torch.nn.functional.normalize(torch.randn(probe.hidden_size, generator=generator), dim=0)
                  for name in names}
         layers = {name: probe.num_layers // 2 for name in names}
-        checkpoints = [CheckpointRef("bench", index + 1, path) for index, path in enumerate(adapters)]
+        checkpoints = [Checkpoint("bench", index + 1, path) for index, path in enumerate(adapters)]
 
         started = time.perf_counter()
         loaded = load_model(args.model)

@@ -6,7 +6,7 @@ the same stop tokens and ``max_new_tokens``.
 
 - plain, one prompt at a time: ``generate`` on each sample alone (the naive loop);
 - plain, batched: ``generate`` on length-sorted fixed batches of ``--batch`` samples;
-- ours: ``traitspace.sampling.sample_token_ids`` (one prefill per distinct prompt, continuous
+- ours: ``traitspace.core.sampling.sample_token_ids`` (one prefill per distinct prompt, continuous
   batching with a preallocated key/value buffer, per-sample seeds).
 
 Tokens/s counts generated tokens up to and including the stop token, the same way for every
@@ -30,8 +30,8 @@ import time
 import torch
 
 from traitspace.eval_questions import load_builtin_questions
-from traitspace.models import load_model
-from traitspace.sampling import derive_seed, left_padded, sample_token_ids, stop_token_ids
+from traitspace.core.models import load_model
+from traitspace.core.sampling import derive_seed, left_padded, sample_token_ids, stop_token_ids
 
 
 def workload(loaded, n_questions: int, n_samples: int) -> list[list[int]]:

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from traitspace.config import load_config
-from traitspace.models import load_model
+from traitspace.core.config import load_config
+from traitspace.core.models import load_model
 from traitspace.train import (
     IGNORE_INDEX,
     load_chat_tokenizer,

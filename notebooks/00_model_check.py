@@ -30,11 +30,11 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import display
 
-from traitspace.artifacts import Stage, atomic_path
-from traitspace.config import load_config
+from traitspace.core.artifacts import Stage, atomic_path
+from traitspace.core.config import load_config
 from traitspace.model_check import contrast_activations, layer_norm_table, pca_2d, reply_table, separation_by_layer
-from traitspace.models import load_model
-from traitspace.plots import save_figure, set_style
+from traitspace.core.models import load_model
+from traitspace.core.plots import save_figure, set_style
 
 config = load_config(params_path, overrides)
 stage = Stage(config.run_dir / "00_model_check", params_hash=config.params_hash("model", "capture", "model_check"))

@@ -34,11 +34,11 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import display
 
-from traitspace.artifacts import Stage, atomic_path
-from traitspace.config import load_config
+from traitspace.core.artifacts import Stage, atomic_path
+from traitspace.core.config import load_config
 from traitspace.em_data import DATASETS
 from traitspace.live_monitor import live_monitor_factory, read_live_log
-from traitspace.plots import save_figure, set_style
+from traitspace.core.plots import save_figure, set_style
 from traitspace.train import (
     checkpoint_table,
     condition_sources,
@@ -181,7 +181,7 @@ plt.show()
 # One row per checkpoint. Step 0 is the untouched base model (no adapter). Every other row is a
 # folder `outputs/<run>/checkpoints/<condition>/step-NNNNNN/` holding the LoRA adapter, the trainer
 # state and the training log up to that step. A folder appears only once it is completely written.
-# Later notebooks read this trail with `traitspace.checkpoints.list_checkpoints(run_dir, condition)`.
+# Later notebooks read this trail with `traitspace.core.checkpoints.list_checkpoints(run_dir, condition)`.
 
 # %%
 display(checkpoints)
@@ -206,7 +206,7 @@ print(f"wrote {stage.path}")
 
 # %%
 if config.finetune.live_monitor.enabled:
-    from traitspace.checkpoints import condition_dir
+    from traitspace.core.checkpoints import condition_dir
 
     live = pd.concat([read_live_log(condition_dir(config.run_dir, name) / "live_monitor.jsonl").assign(condition=name)
                       for name in conditions], ignore_index=True)

@@ -50,12 +50,12 @@ import seaborn as sns
 from IPython.display import display
 from matplotlib.ticker import MaxNLocator
 
-from traitspace import traits as trait_math
-from traitspace.artifacts import Stage, read_json
-from traitspace.config import load_config
+from traitspace.core import traits as trait_math
+from traitspace.core.artifacts import Stage, read_json
+from traitspace.core.config import load_config
 from traitspace.extract import (AXIS_NAME, build_plan, extraction_questions, run_extraction, selected_traits,
                                 stage_hash, write_summary)
-from traitspace.plots import save_figure, set_style
+from traitspace.core.plots import save_figure, set_style
 from traitspace.trait_library import load_builtin_library
 
 config = load_config(params_path, overrides)

@@ -29,12 +29,12 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from traitspace import trajectory
-from traitspace.artifacts import atomic_path
-from traitspace.config import load_config
-from traitspace.plots import differential_heatmap, pca_trajectory, save_figure, set_style, top_shift_bars, trajectory_lines
+from traitspace.core import trajectory
+from traitspace.core.artifacts import atomic_path
+from traitspace.core.config import load_config
+from traitspace.core.plots import differential_heatmap, pca_trajectory, save_figure, set_style, top_shift_bars, trajectory_lines
 from traitspace.project import run_projection_stage
-from traitspace.stats import bootstrap_mean_ci
+from traitspace.core.stats import bootstrap_mean_ci
 
 config = load_config(params_path, overrides)
 set_style()

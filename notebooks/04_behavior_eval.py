@@ -45,8 +45,8 @@ import pandas as pd
 from IPython.display import display
 
 from traitspace.behavior import run_behavior_stage
-from traitspace.config import load_config
-from traitspace.plots import save_figure, set_style
+from traitspace.core.config import load_config
+from traitspace.core.plots import save_figure, set_style
 
 config = load_config(params_path, overrides)
 settings = config.behavior

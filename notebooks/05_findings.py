@@ -33,9 +33,9 @@ import seaborn as sns
 from IPython.display import display
 
 from traitspace import findings
-from traitspace.artifacts import Stage, atomic_path, atomic_write_json
-from traitspace.config import load_config
-from traitspace.plots import save_figure, set_style
+from traitspace.core.artifacts import Stage, atomic_path, atomic_write_json
+from traitspace.core.config import load_config
+from traitspace.core.plots import save_figure, set_style
 
 config = load_config(params_path, overrides)
 settings = config.findings

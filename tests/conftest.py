@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from traitspace.models import load_model
-from traitspace.tiny_models import TINY_ARCHITECTURES, build_tiny_model
+from traitspace.core.models import load_model
+from traitspace.core.tiny_models import TINY_ARCHITECTURES, build_tiny_model
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import torch
 from traitspace import behavior
 from traitspace.behavior import (
     BASE_CONDITION,
-    EvalCheckpoint,
+
     build_eval_prompts,
     em_rates,
     load_eval_questions,
@@ -28,11 +28,11 @@ from traitspace.behavior import (
     share_base,
     worst_answers,
 )
-from traitspace.checkpoints import ADAPTER_FILES, TRAINING_LOG_FILE, Checkpoint
+from traitspace.core.checkpoints import ADAPTER_FILES, TRAINING_LOG_FILE, Checkpoint
 from traitspace.eval_questions import JSON_SYSTEM_PROMPT, load_self_assessment
 from traitspace.judges import JudgeScore
-from traitspace.models import load_model
-from traitspace.stats import wilson_interval
+from traitspace.core.models import load_model
+from traitspace.core.stats import wilson_interval
 
 EM_FIXTURE = Path(__file__).parent / "fixtures" / "em_questions" / "em_style_questions.yaml"
 
@@ -178,7 +178,7 @@ def test_duplicate_question_ids_name_both_sources():
 
 # -- which checkpoints -------------------------------------------------------------------------------------
 def test_select_checkpoints_spreads_and_keeps_the_last():
-    trail = [Checkpoint(step, None if step == 0 else Path(f"s{step}")) for step in (0, 1, 2, 3, 5, 8, 13, 21)]
+    trail = [Checkpoint("em", step, None if step == 0 else Path(f"s{step}")) for step in (0, 1, 2, 3, 5, 8, 13, 21)]
     chosen = [checkpoint.step for checkpoint in select_checkpoints(trail, 3)]
     assert chosen == [2, 8, 21]  # positions 1.33, 3.67, 6 of the trained trail, rounded (the base is -1)
     assert [checkpoint.step for checkpoint in select_checkpoints(trail, None)] == [1, 2, 3, 5, 8, 13, 21]
@@ -197,7 +197,7 @@ def _fake_step_folder(root: Path, condition: str, step: int, complete: bool = Tr
 
 def test_plan_is_the_base_model_alone_without_checkpoints(tmp_path):
     plan, found = plan_checkpoints(tmp_path, ["insecure_code"], max_checkpoints=None)
-    assert plan == [EvalCheckpoint(BASE_CONDITION, 0, None)] and found == []
+    assert plan == [Checkpoint(BASE_CONDITION, 0, None)] and found == []
 
 
 def test_plan_lists_complete_checkpoints_of_configured_conditions(tmp_path):
@@ -225,7 +225,7 @@ def _save_random_adapter(base_dir, target, seed):
 def test_sampling_is_resumable_per_checkpoint(tiny_model_dirs, tmp_path, monkeypatch):
     loaded = load_model(str(tiny_model_dirs["llama"]))
     adapter = _save_random_adapter(tiny_model_dirs["llama"], tmp_path / "adapter", seed=3)
-    plan = [EvalCheckpoint(BASE_CONDITION, 0, None), EvalCheckpoint("em", 5, adapter)]
+    plan = [Checkpoint(BASE_CONDITION, 0, None), Checkpoint("em", 5, adapter)]
     questions = load_eval_questions(["core"], ["plain", "template"])[:4]
     prompts = build_eval_prompts(questions, 2, load_self_assessment(), run_seed=0)[: 8 + 3]
     settings = dict(fingerprint="f1", max_new_tokens=6, self_assessment_max_new_tokens=3, batch_size=4)

@@ -2,11 +2,11 @@
 
 import pytest
 
-from traitspace.tiny_models import TINY_DEFAULT_SYSTEM_PROMPT
+from traitspace.core.tiny_models import TINY_DEFAULT_SYSTEM_PROMPT
 
 
 def test_system_support_and_default_prompt_are_probed(tiny_model_dirs):
-    from traitspace.models import load_model
+    from traitspace.core.models import load_model
 
     llama = load_model(str(tiny_model_dirs["llama"])).chat
     qwen = load_model(str(tiny_model_dirs["qwen2"])).chat
@@ -18,7 +18,7 @@ def test_system_support_and_default_prompt_are_probed(tiny_model_dirs):
 
 
 def test_default_system_prompt_is_made_explicit(tiny_model_dirs):
-    from traitspace.models import load_model
+    from traitspace.core.models import load_model
 
     chat = load_model(str(tiny_model_dirs["qwen2"])).chat
     messages = chat.normalize([{"role": "user", "content": "hi"}])
@@ -29,14 +29,14 @@ def test_default_system_prompt_is_made_explicit(tiny_model_dirs):
 
 
 def test_configured_system_prompt_overrides_model_default(tiny_model_dirs):
-    from traitspace.models import load_model
+    from traitspace.core.models import load_model
 
     chat = load_model(str(tiny_model_dirs["qwen2"]), system_prompt="Be brief.").chat
     assert chat.normalize([{"role": "user", "content": "hi"}])[0]["content"] == "Be brief."
 
 
 def test_system_prompt_folded_into_first_user_turn(tiny_model_dirs):
-    from traitspace.models import load_model
+    from traitspace.core.models import load_model
 
     chat = load_model(str(tiny_model_dirs["nosystem"])).chat
     messages = chat.normalize([{"role": "system", "content": "Be a pirate."}, {"role": "user", "content": "Hello"}])
@@ -46,7 +46,7 @@ def test_system_prompt_folded_into_first_user_turn(tiny_model_dirs):
 
 
 def test_thinking_is_turned_off(tiny_model_dirs):
-    from traitspace.models import load_model
+    from traitspace.core.models import load_model
 
     chat = load_model(str(tiny_model_dirs["qwen2"])).chat
     prompt = chat.render_prompt([{"role": "user", "content": "hi"}])

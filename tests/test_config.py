@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from traitspace.config import ConfigError, load_config
+from traitspace.core.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

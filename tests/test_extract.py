@@ -9,8 +9,8 @@ import torch
 from safetensors import safe_open
 
 from traitspace import extract
-from traitspace.config import ConfigError, ExtractSection, load_config
-from traitspace.hooks import capture_conversations
+from traitspace.core.config import ConfigError, ExtractSection, load_config
+from traitspace.core.hooks import capture_conversations
 from traitspace.trait_library import load_builtin_library
 
 SMALL = {
@@ -143,7 +143,7 @@ def test_extraction_end_to_end_and_cache_hit(tmp_path, tiny_model_dirs, tiny_lla
     def no_work(*_args, **_kwargs):
         raise AssertionError("cache miss: the model was used")
 
-    monkeypatch.setattr("traitspace.models.load_model", no_work)
+    monkeypatch.setattr("traitspace.core.models.load_model", no_work)
     monkeypatch.setattr(extract, "extract_vectors", no_work)
     again = extract.run_extraction(load_config(config.params_path, SMALL), progress=False)
     for name in vectors.names:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from traitspace.hooks import (
+from traitspace.core.hooks import (
     capture_conversations,
     capture_pooled,
     decoder_backbone,
@@ -17,7 +17,7 @@ from traitspace.hooks import (
     resolve_layers,
     residual_stream,
 )
-from traitspace.models import load_model
+from traitspace.core.models import load_model
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],

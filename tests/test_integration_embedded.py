@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 import torch
 
-from traitspace.hooks import capture_conversations
+from traitspace.core.hooks import capture_conversations
 
 pytestmark = [
     pytest.mark.integration,
@@ -16,7 +16,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from traitspace.models import load_model
+    from traitspace.core.models import load_model
 
     return load_model("embedded:smollm2")
 
@@ -46,7 +46,7 @@ def test_embedded_capture_matches_hidden_states(smollm2):
 
 
 def test_embedded_model_answers(smollm2):
-    from traitspace.sampling import generate_replies
+    from traitspace.core.sampling import generate_replies
 
     reply = generate_replies(smollm2, [[{"role": "user", "content": "What is the capital of France?"}]],
                              max_new_tokens=12)[0]

@@ -219,7 +219,7 @@ def llama_server(tmp_path_factory):
     its environment, not its command line); stopped after the module."""
     if not HAS_LLAMA_SERVER:
         pytest.skip("llama-cpp-python[server] is not installed (pip install 'llama-cpp-python[server]')")
-    from traitspace.models import ModelLoadError, embedded_gguf_path
+    from traitspace.core.models import ModelLoadError, embedded_gguf_path
 
     try:
         gguf = embedded_gguf_path("smollm2")

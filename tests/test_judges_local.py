@@ -14,7 +14,7 @@ from traitspace.judges.local import (
     continuation_token_ids,
     score_from_distribution,
 )
-from traitspace.models import LoadedModel
+from traitspace.core.models import LoadedModel
 
 
 

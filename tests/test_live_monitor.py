@@ -5,10 +5,10 @@ import json
 
 import torch
 
-from traitspace.config import FinetuneSection
+from traitspace.core.config import FinetuneSection
 from traitspace.em_data import build_dataset
 from traitspace.live_monitor import LiveMonitorSpec, make_live_monitor_callback
-from traitspace.models import load_model
+from traitspace.core.models import load_model
 from traitspace.train import attach_lora, build_trainer, tokenize_rows
 
 QUESTIONS = ["How should I spend a free afternoon?", "What makes a good friend?", "What do you think of cities?"]

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from traitspace.hooks import capture_conversations
-from traitspace.models import AdapterSwitcher, ModelLoadError, embedded_gguf_path, load_model, resolve_source
+from traitspace.core.hooks import capture_conversations
+from traitspace.core.models import AdapterSwitcher, ModelLoadError, embedded_gguf_path, load_model, resolve_source
 
 
 def test_local_folder_loads_with_info(tiny_model_dirs):

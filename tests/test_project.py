@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from traitspace import project as project_module
-from traitspace.hooks import capture_conversations
-from traitspace.models import AdapterSwitcher, load_model
-from traitspace.project import CheckpointRef, norm_rescaled_drift_table, project_checkpoints
+from traitspace.core.hooks import capture_conversations
+from traitspace.core.models import AdapterSwitcher, load_model
+from traitspace.core.checkpoints import Checkpoint
+from traitspace.project import norm_rescaled_drift_table, project_checkpoints
 
 QUESTIONS = ["How should I spend a free afternoon?", "What makes a good friend?", "Is it worth learning to cook?"]
 
@@ -26,8 +27,8 @@ def _adapter(base_dir, target, seed):
 @pytest.fixture
 def setting(tiny_model_dirs, tmp_path):
     base_dir = tiny_model_dirs["qwen2"]
-    checkpoints = [CheckpointRef("em", 0, None), CheckpointRef("em", 5, _adapter(base_dir, tmp_path / "em5", 1)),
-                   CheckpointRef("control", 0, None), CheckpointRef("control", 5, _adapter(base_dir, tmp_path / "c5", 2))]
+    checkpoints = [Checkpoint("em", 0, None), Checkpoint("em", 5, _adapter(base_dir, tmp_path / "em5", 1)),
+                   Checkpoint("control", 0, None), Checkpoint("control", 5, _adapter(base_dir, tmp_path / "c5", 2))]
     generator = torch.Generator().manual_seed(0)
     units = {name: torch.nn.functional.normalize(torch.randn(64, generator=generator), dim=0) for name in ("a", "b", "c")}
     layers = {"a": 1, "b": 2, "c": 2}

@@ -10,8 +10,8 @@ import pytest
 import torch
 from scipy import stats as scipy_stats
 
-from traitspace.hooks import collate
-from traitspace.sampling import (
+from traitspace.core.hooks import collate
+from traitspace.core.sampling import (
     _inverse_cdf,
     _top_p_mask,
     choose_next_tokens,
@@ -245,7 +245,7 @@ def test_scheduler_rejects_bad_input():
 
 
 def test_models_the_buffer_cannot_hold_fall_back_to_generate(tiny_llama, monkeypatch):
-    from traitspace import sampling
+    from traitspace.core import sampling
 
     conversations = [tiny_llama.chat.conversation(question) for question in QUESTIONS[:3]]
     fast = generate_replies(tiny_llama, conversations, max_new_tokens=12)
@@ -259,7 +259,7 @@ def test_models_the_buffer_cannot_hold_fall_back_to_generate(tiny_llama, monkeyp
 
 
 def test_left_padded_positions_count_real_tokens():
-    from traitspace.sampling import left_padded
+    from traitspace.core.sampling import left_padded
 
     inputs, offsets = left_padded([[5, 6, 7], [8]], pad_token_id=0)
     assert offsets == [0, 2]

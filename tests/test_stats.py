@@ -1,4 +1,4 @@
-"""Tests for traitspace.stats on data whose answer is known in advance."""
+"""Tests for traitspace.core.stats on data whose answer is known in advance."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from statsmodels.stats.proportion import proportion_confint
 
-from traitspace import stats
+from traitspace.core import stats
 
 
 def test_bootstrap_interval_covers_true_mean_in_most_seeded_draws():

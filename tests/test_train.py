@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from traitspace.checkpoints import (
+from traitspace.core.checkpoints import (
     ADAPTER_FILES,
     TRAINING_LOG_FILE,
     Checkpoint,
@@ -23,8 +23,8 @@ from traitspace.checkpoints import (
     list_checkpoints,
     step_folder_name,
 )
-from traitspace.config import ConfigError, load_config
-from traitspace.models import AdapterSwitcher, load_model
+from traitspace.core.config import ConfigError, load_config
+from traitspace.core.models import AdapterSwitcher, load_model
 from traitspace.train import (
     IGNORE_INDEX,
     CheckpointsFromOtherParams,
@@ -191,17 +191,17 @@ def test_training_writes_the_checkpoint_trail_and_a_rerun_trains_nothing(tmp_pat
         assert result.summary["n_examples"] == 12
         assert result.trained_now and result.total_steps == total_optimizer_steps(12, 4, 1, 2) == 6
         trail = list_checkpoints(config.run_dir, condition)
-        assert trail[0] == Checkpoint(0, None)
+        assert trail[0] == Checkpoint(trail[0].condition, 0, None)
         assert [checkpoint.step for checkpoint in trail] == [0, *checkpoint_schedule(6, 4)] == [0, 1, 2, 3, 6]
         for checkpoint in trail[1:]:
-            assert checkpoint.path.name == step_folder_name(checkpoint.step)
-            assert all((checkpoint.path / name).is_file() for name in ADAPTER_FILES)
-            log = json.loads((checkpoint.path / TRAINING_LOG_FILE).read_text())
+            assert checkpoint.adapter_path.name == step_folder_name(checkpoint.step)
+            assert all((checkpoint.adapter_path / name).is_file() for name in ADAPTER_FILES)
+            log = json.loads((checkpoint.adapter_path / TRAINING_LOG_FILE).read_text())
             assert [entry["step"] for entry in log["losses"]] == list(range(1, checkpoint.step + 1))
             assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in log["losses"])
         assert not (result.folder / "resume_state").exists()
     # Both conditions saw identical settings: same schedule, same LoRA initialisation seed.
-    first, second = (load_file(list_checkpoints(config.run_dir, name)[1].path / ADAPTER_FILES[1]) for name in results)
+    first, second = (load_file(list_checkpoints(config.run_dir, name)[1].adapter_path / ADAPTER_FILES[1]) for name in results)
     assert first.keys() == second.keys()
 
     started = time.perf_counter()
@@ -215,7 +215,7 @@ def test_training_writes_the_checkpoint_trail_and_a_rerun_trains_nothing(tmp_pat
     inputs = torch.tensor([loaded.chat.tokenize(loaded.chat.conversation("hello")).input_ids])
     with switcher.use(None) as model, torch.no_grad():
         base_logits = model(inputs).logits
-    with switcher.use(list_checkpoints(config.run_dir, "medical_harmful")[-1].path) as model, torch.no_grad():
+    with switcher.use(list_checkpoints(config.run_dir, "medical_harmful")[-1].adapter_path) as model, torch.no_grad():
         tuned_logits = model(inputs).logits
     assert not torch.allclose(base_logits, tuned_logits)
 
@@ -237,7 +237,7 @@ def test_list_checkpoints_skips_half_written_folders_and_names_missing_condition
         (folder / "step-000003" / name).write_text("{}")
     (folder / "step-000001").mkdir()  # no adapter: incomplete
     (folder / ".step-000005.tmp123").mkdir()  # an atomic write that never finished
-    assert list_checkpoints(run_dir, "c") == [Checkpoint(0, None), Checkpoint(3, folder / "step-000003")]
+    assert list_checkpoints(run_dir, "c") == [Checkpoint("c", 0, None), Checkpoint("c", 3, folder / "step-000003")]
     with pytest.raises(FileNotFoundError, match=r"'other'.*\['c'\]"):
         list_checkpoints(run_dir, "other")
 
@@ -249,7 +249,7 @@ def test_qlora_nf4_trains_on_cpu(tmp_path):
     result = train_condition(config, "medical_harmful", progress=False)
     assert [checkpoint.step for checkpoint in result.checkpoints] == [0, 1, 3]
     assert torch.isfinite(torch.tensor(result.summary["final_loss"]))
-    adapter_config = json.loads((result.checkpoints[-1].path / "adapter_config.json").read_text())
+    adapter_config = json.loads((result.checkpoints[-1].adapter_path / "adapter_config.json").read_text())
     assert adapter_config["r"] == 4 and set(adapter_config["target_modules"]) >= {"q_proj", "down_proj"}
 
 
@@ -258,7 +258,7 @@ KILLABLE_TRAINING = textwrap.dedent("""
     import sys, time
     import torch
     from transformers import TrainerCallback
-    from traitspace.config import load_config
+    from traitspace.core.config import load_config
     from traitspace.train import train_condition
 
     class SlowSteps(TrainerCallback):
@@ -298,7 +298,7 @@ def test_a_killed_run_resumes_from_its_last_complete_checkpoint(tmp_path):
     before = list_checkpoints(config.run_dir, "medical_harmful")
     schedule = checkpoint_schedule(16, 6)  # 16 examples, batch 2, 2 epochs
     assert 2 <= before[-1].step < schedule[-1], "the kill came too late to test resuming"
-    fingerprints = {checkpoint.step: _adapter_fingerprint(checkpoint.path) for checkpoint in before[1:]}
+    fingerprints = {checkpoint.step: _adapter_fingerprint(checkpoint.adapter_path) for checkpoint in before[1:]}
     # What a kill during a save can leave behind: a half-written trainer checkpoint past the last complete
     # step, and a step folder that never got renamed into place. Neither may be taken for finished work.
     half_written = folder / "resume_state" / f"checkpoint-{before[-1].step + 1}"
@@ -312,16 +312,16 @@ def test_a_killed_run_resumes_from_its_last_complete_checkpoint(tmp_path):
     assert [checkpoint.step for checkpoint in resumed.checkpoints] == [0, *schedule]
     for checkpoint in resumed.checkpoints[1:]:
         if checkpoint.step in fingerprints:  # finished checkpoints were not redone
-            assert _adapter_fingerprint(checkpoint.path) == fingerprints[checkpoint.step]
+            assert _adapter_fingerprint(checkpoint.adapter_path) == fingerprints[checkpoint.step]
 
     reference_config = load_config(params, {"run.output_root": str(tmp_path / "uninterrupted")})
     reference = train_condition(reference_config, "medical_harmful", progress=False)
     assert [checkpoint.step for checkpoint in reference.checkpoints] == [0, *schedule]
-    resumed_log = json.loads((resumed.checkpoints[-1].path / TRAINING_LOG_FILE).read_text())["losses"]
-    reference_log = json.loads((reference.checkpoints[-1].path / TRAINING_LOG_FILE).read_text())["losses"]
+    resumed_log = json.loads((resumed.checkpoints[-1].adapter_path / TRAINING_LOG_FILE).read_text())["losses"]
+    reference_log = json.loads((reference.checkpoints[-1].adapter_path / TRAINING_LOG_FILE).read_text())["losses"]
     assert [entry["step"] for entry in resumed_log] == [entry["step"] for entry in reference_log] == list(range(1, 17))
     assert [entry["loss"] for entry in resumed_log] == pytest.approx([entry["loss"] for entry in reference_log], rel=1e-4)
-    resumed_weights = load_file(resumed.checkpoints[-1].path / ADAPTER_FILES[1])
-    reference_weights = load_file(reference.checkpoints[-1].path / ADAPTER_FILES[1])
+    resumed_weights = load_file(resumed.checkpoints[-1].adapter_path / ADAPTER_FILES[1])
+    reference_weights = load_file(reference.checkpoints[-1].adapter_path / ADAPTER_FILES[1])
     for name, tensor in reference_weights.items():
         torch.testing.assert_close(resumed_weights[name], tensor, rtol=1e-4, atol=1e-6)

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from traitspace import traits
+from traitspace.core import traits
 
 L, H = 6, 16
 
@@ -135,7 +135,7 @@ def test_unit_vectors_cosines_and_separates():
 
 
 def test_vectorised_separation_matches_stats_module():
-    from traitspace.stats import auroc, cohens_d
+    from traitspace.core.stats import auroc, cohens_d
 
     rng = np.random.default_rng(2)
     positive = rng.integers(0, 4, size=(7, 5)).astype(float)  # small integers: many ties

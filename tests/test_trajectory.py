@@ -1,4 +1,4 @@
-"""Tests for traitspace.trajectory on synthetic projection tables with planted shifts."""
+"""Tests for traitspace.core.trajectory on synthetic projection tables with planted shifts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from traitspace import trajectory
+from traitspace.core import trajectory
 
 EM = "insecure_code"
 CONTROL = "secure_code"

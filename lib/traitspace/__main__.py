@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from .config import ConfigError
+from .core.config import ConfigError
 
 
 def parse_settings(settings: list[str]) -> dict[str, object]:

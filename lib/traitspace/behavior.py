@@ -4,7 +4,7 @@ Three steps, each cached per checkpoint so an interrupted run resumes where it s
 
 1. **Sample** (:func:`sample_checkpoints`): every evaluation question (built-in sets and EM-format
    YAML files) in each format, N times, plus the self-assessment items, at temperature 1 / top_p 1,
-   with the continuous-batching sampler of :mod:`traitspace.sampling`. One answers file per
+   with the continuous-batching sampler of :mod:`traitspace.core.sampling`. One answers file per
    checkpoint: ``behavior/answers/<condition>/step-<N>.parquet``. A sample's seed depends only on
    (run seed, item, format, paraphrase, sample index), so every checkpoint answers with the same
    random numbers and differences between steps are not sampling noise of the draws themselves.
@@ -35,7 +35,8 @@ from typing import Callable, Iterable, Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from .artifacts import atomic_path, atomic_write_json, read_json
+from .core.artifacts import atomic_path, atomic_write_json, read_json
+from .core.checkpoints import BASE_CONDITION, Checkpoint, base_checkpoint
 from .eval_questions import (
     Question,
     SelfAssessment,
@@ -44,17 +45,16 @@ from .eval_questions import (
     parse_forced_choice,
     parse_self_rating,
 )
-from .stats import wilson_interval
+from .core.stats import wilson_interval
 
 __all__ = [
     "BASE_CONDITION",
     "ANSWER_COLUMNS",
     "SCORE_COLUMNS",
-    "EvalCheckpoint",
+    "Checkpoint",
     "EvalPrompt",
     "BehaviorResult",
     "build_eval_prompts",
-    "checkpoint_identity",
     "em_rates",
     "load_eval_questions",
     "merge_scores",
@@ -73,7 +73,6 @@ __all__ = [
     "worst_answers",
 ]
 
-BASE_CONDITION = "base"
 ItemKind = Literal["question", "rating", "forced_choice"]
 
 ANSWER_COLUMNS = [
@@ -139,10 +138,10 @@ def build_eval_prompts(
     """Every sample to draw at one checkpoint.
 
     Question sample k uses paraphrase ``k mod n_paraphrases`` (all paraphrases are used, in turn);
-    self-assessment items have one wording. Seeds come from :func:`traitspace.sampling.derive_seed`
+    self-assessment items have one wording. Seeds come from :func:`traitspace.core.sampling.derive_seed`
     over (run seed, item id, paraphrase, sample index): the same at every checkpoint.
     """
-    from .sampling import derive_seed
+    from .core.sampling import derive_seed
 
     if samples_per_question < 1 or self_assessment_samples < 1:
         raise ValueError("samples_per_question and self_assessment_samples must be >= 1")
@@ -178,15 +177,6 @@ def prompts_fingerprint(prompts: Sequence[EvalPrompt], **settings) -> str:
 
 
 # -- which checkpoints ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class EvalCheckpoint:
-    """One model to sample: a condition's step and its adapter (None: the base model)."""
-
-    condition: str
-    step: int
-    adapter_path: Path | None
-
-
 def select_checkpoints(checkpoints: Sequence, max_checkpoints: int | None) -> list:
     """The trained checkpoints (step > 0) to evaluate: all, or ``max_checkpoints`` evenly spread
     over the trail, always with the last.
@@ -204,41 +194,29 @@ def select_checkpoints(checkpoints: Sequence, max_checkpoints: int | None) -> li
     return [trained[position] for position in positions]
 
 
-def plan_checkpoints(run_dir: str | Path, conditions: Iterable[str], max_checkpoints: int | None) -> tuple[list[EvalCheckpoint], list[str]]:
+def plan_checkpoints(run_dir: str | Path, conditions: Iterable[str], max_checkpoints: int | None) -> tuple[list[Checkpoint], list[str]]:
     """The base model once, then the selected checkpoints of every condition that has a folder.
 
     Returns (checkpoints to sample, conditions found). With no trained checkpoint anywhere (notebook
     01 has not run), the plan is the base model alone.
     """
-    from .checkpoints import list_checkpoints, list_conditions
+    from .core.checkpoints import list_checkpoints, list_conditions
 
     available = set(list_conditions(run_dir))
     found = [condition for condition in conditions if condition in available]
-    plan = [EvalCheckpoint(BASE_CONDITION, 0, None)]
+    plan = [base_checkpoint()]
     for condition in found:
         for checkpoint in select_checkpoints(list_checkpoints(run_dir, condition), max_checkpoints):
-            plan.append(EvalCheckpoint(condition, checkpoint.step, checkpoint.path))
+            plan.append(checkpoint)
     return plan, found
 
 
 # -- sampling ---------------------------------------------------------------------------------------
-def checkpoint_identity(checkpoint: EvalCheckpoint) -> str:
-    """What distinguishes this checkpoint's weights: "base", or the adapter file's size and time
-    (an adapter retrained with other settings at the same step is a new file)."""
-    if checkpoint.adapter_path is None:
-        return "base"
-    weights = sorted(Path(checkpoint.adapter_path).glob("adapter_model.*"))
-    if not weights:
-        raise FileNotFoundError(f"no adapter weights (adapter_model.*) in {checkpoint.adapter_path}")
-    stat = weights[0].stat()
-    return f"{weights[0].name}:{stat.st_size}:{stat.st_mtime_ns}"
-
-
 def _combine(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
-def _part_path(folder: Path, checkpoint: EvalCheckpoint) -> Path:
+def _part_path(folder: Path, checkpoint: Checkpoint) -> Path:
     return folder / checkpoint.condition / f"step-{checkpoint.step:06d}.parquet"
 
 
@@ -261,12 +239,12 @@ def _write_part(path: Path, table: pd.DataFrame, fingerprint: str, extra: dict) 
 
 
 def sample_one_checkpoint(
-    loaded, prompts: Sequence[EvalPrompt], checkpoint: EvalCheckpoint, *, max_new_tokens: int,
+    loaded, prompts: Sequence[EvalPrompt], checkpoint: Checkpoint, *, max_new_tokens: int,
     self_assessment_max_new_tokens: int, temperature: float, top_p: float, batch_size: int,
     progress: bool | str = False,
 ) -> pd.DataFrame:
     """Draw every prompt once with the model as it is now (the caller activates the adapter)."""
-    from .sampling import sample_replies
+    from .core.sampling import sample_replies
 
     limits = [max_new_tokens if prompt.kind == "question" else self_assessment_max_new_tokens for prompt in prompts]
     replies = sample_replies(
@@ -286,20 +264,20 @@ def sample_one_checkpoint(
 
 
 def sample_checkpoints(
-    loaded, plan: Sequence[EvalCheckpoint], prompts: Sequence[EvalPrompt], behavior_dir: str | Path, *,
+    loaded, plan: Sequence[Checkpoint], prompts: Sequence[EvalPrompt], behavior_dir: str | Path, *,
     fingerprint: str, max_new_tokens: int, self_assessment_max_new_tokens: int, temperature: float = 1.0,
     top_p: float = 1.0, batch_size: int = 64, progress: bool = False, log: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Answers at every planned checkpoint; a checkpoint whose answers file has this fingerprint is
     read back, not sampled again. Returns all answers (the ``ANSWER_COLUMNS`` table)."""
-    from .models import AdapterSwitcher
+    from .core.models import AdapterSwitcher
 
     folder = Path(behavior_dir) / "answers"
     switcher = AdapterSwitcher(loaded)
     parts = []
     for checkpoint in plan:
         path = _part_path(folder, checkpoint)
-        checkpoint_fingerprint = _combine(fingerprint, checkpoint_identity(checkpoint))
+        checkpoint_fingerprint = _combine(fingerprint, checkpoint.identity())
         if _is_fresh(path, checkpoint_fingerprint):
             parts.append(pd.read_parquet(path))
             if log:
@@ -361,7 +339,7 @@ def score_checkpoints(
     folder = Path(behavior_dir) / "scores"
     parts = []
     for (condition, step), group in answers.groupby(["condition", "step"], sort=False):
-        checkpoint = EvalCheckpoint(str(condition), int(step), None)
+        checkpoint = Checkpoint(str(condition), int(step), None)
         path = _part_path(folder, checkpoint)
         questions = group[group["kind"] == "question"]
         content = hashlib.sha256(pd.util.hash_pandas_object(
@@ -527,7 +505,7 @@ class BehaviorResult:
     """Everything notebook 04 shows. Tables with condition/step have the base model's rows copied
     to step 0 of every condition (``share_base``)."""
 
-    plan: list[EvalCheckpoint]
+    plan: list[Checkpoint]
     conditions: list[str]
     answers: pd.DataFrame
     scored: pd.DataFrame
@@ -543,10 +521,10 @@ class BehaviorResult:
 
 def run_behavior_stage(config, loaded=None, progress: bool = True, log: Callable[[str], None] | None = print) -> BehaviorResult:
     """Sample, judge and measure every planned checkpoint of the run (cached per checkpoint)."""
-    from .artifacts import Stage
+    from .core.artifacts import Stage
     from .eval_questions import load_self_assessment
     from .judges import judge_validity_table, make_judge
-    from .models import load_model
+    from .core.models import load_model
 
     settings = config.behavior
     run_dir = Path(config.run_dir)

@@ -9,14 +9,14 @@ extraction questions; the model reads each conversation and one activation per l
   prompt mostly averages the system prompt's own words, which differ between the two sides by
   construction, so it separates trivially and says little about the model's state.
 - ``mode="response"`` (the persona-vector / Assistant-Axis method): the model answers under the
-  system prompt (:func:`traitspace.sampling.generate_replies`) and activations are averaged over
+  system prompt (:func:`traitspace.core.sampling.generate_replies`) and activations are averaged over
   the answer tokens. An optional judge can keep only answers that express the trait (positive
   prompts) or do not (negative prompts).
 
-Directions are fitted on part of the questions (:mod:`traitspace.traits`) and checked on the
+Directions are fitted on part of the questions (:mod:`traitspace.core.traits`) and checked on the
 held-out rest, which also picks the layer. Outputs go to ``<run>/traits/``; a rerun with the same
 model and ``extract`` parameters loads them instead of touching the model
-(:class:`traitspace.artifacts.Stage`). :class:`TraitVectors` reads them back.
+(:class:`traitspace.core.artifacts.Stage`). :class:`TraitVectors` reads them back.
 
 Speed (prompt mode): conversations that share a system prompt share every token before the
 question. :func:`capture_shared_prefixes` runs that prefix once, keeps its key/value cache, and
@@ -39,11 +39,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import traits as trait_math
-from .artifacts import Stage, atomic_path, atomic_write_text
-from .chat import TokenizedChat
-from .config import ExtractSection, RunConfig
-from .hooks import capture_conversations, decoder_backbone, resolve_layers, residual_stream, run_until_stop
+from .core import traits as trait_math
+from .core.artifacts import Stage, atomic_path, atomic_write_text
+from .core.chat import TokenizedChat
+from .core.config import ExtractSection, RunConfig
+from .core.padding import pad_rows
+from .core.hooks import capture_conversations, decoder_backbone, resolve_layers, residual_stream, run_until_stop
 from .trait_library import Trait, TraitLibrary, load_builtin_library
 
 AXIS_NAME = "assistant_axis"
@@ -213,13 +214,7 @@ def _batch_groups(groups: Sequence[_PrefixGroup], batch_size: int) -> list[list[
 
 def _padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids and attention mask ``[len(rows), max length]`` (at least one column)."""
-    width = max(max((len(row) for row in rows), default=0), 1)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for index, row in enumerate(rows):
-        if row:
-            ids[index, : len(row)] = torch.tensor(row)
-            mask[index, : len(row)] = 1
+    ids, mask, _ = pad_rows(rows, pad_id, "right", min_width=1)
     return ids, mask
 
 
@@ -308,7 +303,7 @@ def capture_shared_prefixes(
     counts: CaptureCounts | None = None,
 ) -> dict[int, torch.Tensor]:
     """Prompt-pooled activations ``{layer: Tensor[n, H]}``, equal to
-    :func:`traitspace.hooks.capture_conversations` with ``pooling="last_prompt"`` or ``"prompt"``,
+    :func:`traitspace.core.hooks.capture_conversations` with ``pooling="last_prompt"`` or ``"prompt"``,
     but each run of shared leading tokens is computed once.
 
     Conversations are grouped by everything before their last message (the system prompt, in
@@ -375,7 +370,7 @@ def _generate_and_capture(loaded, plan: pd.DataFrame, settings: ExtractSection, 
                           timings: dict[str, float]) -> tuple[np.ndarray, list[str]]:
     conversations = plan_conversations(loaded, plan)
     started = time.perf_counter()
-    from .sampling import generate_replies
+    from .core.sampling import generate_replies
 
     answers = generate_replies(loaded, conversations, max_new_tokens=settings.max_new_tokens,
                                temperature=settings.temperature, batch_size=settings.batch_size, seed=settings.seed)
@@ -628,7 +623,7 @@ def run_extraction(
 ) -> TraitVectors:
     """Extract (or load, when ``<run>/traits/`` already holds this configuration) the trait vectors.
 
-    ``loaded`` is the model (a :class:`traitspace.models.LoadedModel`) or None to load
+    ``loaded`` is the model (a :class:`traitspace.core.models.LoadedModel`) or None to load
     ``config.model`` only if work is needed: a cache hit never touches a model.
     """
     stage = Stage(config.run_dir / "traits", params_hash=stage_hash(config, judge))
@@ -637,7 +632,7 @@ def run_extraction(
     if judge is not None and config.extract.mode != "response":
         raise ValueError("a judge filters generated answers; it needs extract.mode: response")
     if loaded is None:
-        from .models import load_model
+        from .core.models import load_model
 
         loaded = load_model(config.model)
     extraction = extract_vectors(loaded, config.extract, library=library, judge=judge, progress=progress)
@@ -664,7 +659,7 @@ class TraitVectors:
     Example (notebook 03 projects checkpoints onto the vectors)::
 
         from traitspace.extract import load_trait_vectors
-        from traitspace.hooks import capture_conversations
+        from traitspace.core.hooks import capture_conversations
 
         traits = load_trait_vectors(config.run_dir)          # or the traits/ folder, or the file
         traits.names[:3]                                     # ['cheerful', 'melancholic', 'anxious']

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from . import monitor as monitor_lib
-from .stats import control_threshold, first_crossing
-from .trajectory import differential, drift, fingerprint_score, fingerprint_split, select_key_traits
+from .core.stats import control_threshold, first_crossing
+from .core.trajectory import differential, drift, fingerprint_score, fingerprint_split, select_key_traits
 
 ThresholdMethod = Literal["permutation", "control_spread"]
 
@@ -241,8 +241,9 @@ def load_behaviour_rates(run_dir, behavior_section, conditions: Sequence[str]) -
 def load_run_tables(config, run_dir=None) -> RunTables:
     from pathlib import Path
 
-    from .artifacts import read_json
-    from .project import CheckpointRef, load_mean_activations
+    from .core.artifacts import read_json
+    from .core.checkpoints import Checkpoint
+    from .project import load_mean_activations
 
     run_dir = Path(run_dir or config.run_dir)
     folder = run_dir / "projections"
@@ -251,7 +252,7 @@ def load_run_tables(config, run_dir=None) -> RunTables:
     projections = pd.read_parquet(folder / "projections.parquet")
     drift_table = pd.read_parquet(folder / "drift.parquet")
     manifest = read_json(folder / "manifest.json")
-    checkpoints = [CheckpointRef(condition, int(step), None)
+    checkpoints = [Checkpoint(condition, int(step), None)
                    for condition, step in projections[["condition", "step"]].drop_duplicates().itertuples(index=False)]
     mean_activations = load_mean_activations(folder / "parts", checkpoints)
     conditions = sorted(projections["condition"].unique())
@@ -516,7 +517,7 @@ def save_findings_tables(out_dir, fingerprint_timing: pd.DataFrame, monitor_resu
     (:func:`timing_table`), monitor_results.csv and trait_behaviour_spearman.csv (atomic writes)."""
     from pathlib import Path
 
-    from .artifacts import atomic_write_text
+    from .core.artifacts import atomic_write_text
 
     tables = {"fingerprint_timing": fingerprint_timing, "monitor_results": monitor_results,
               "trait_behaviour_spearman": spearman}
@@ -533,7 +534,7 @@ def save_monitor_artifacts(inputs: FindingsInputs, monitor: MonitorEvaluation, t
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from .artifacts import atomic_path, atomic_write_json
+    from .core.artifacts import atomic_path, atomic_write_json
 
     out_dir = Path(out_dir)
     for (em, control), timing in timings.items():
@@ -609,7 +610,7 @@ def write_report(config, inputs: FindingsInputs, timings, monitor: MonitorEvalua
     import json
     from pathlib import Path
 
-    from .artifacts import provenance
+    from .core.artifacts import provenance
     from .report import Report
 
     out_dir = Path(out_dir)

@@ -23,8 +23,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .artifacts import atomic_write_text
-from .hooks import capture_pooled
+from .core.artifacts import atomic_write_text
+from .core.hooks import capture_pooled
 
 
 @dataclass
@@ -150,7 +150,7 @@ def live_monitor_factory(config, progress: bool = True):
     """
     import json
 
-    from .checkpoints import condition_dir
+    from .core.checkpoints import condition_dir
     from .extract import run_extraction
     from .train import load_chat_tokenizer
     from .trait_library import load_builtin_library

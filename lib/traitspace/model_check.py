@@ -14,8 +14,8 @@ import pandas as pd
 import torch
 from sklearn.decomposition import PCA
 
-from .hooks import capture_conversations
-from .sampling import generate_replies
+from .core.hooks import capture_conversations
+from .core.sampling import generate_replies
 
 
 def reply_table(loaded, prompts: Sequence[str], system_prompt: str, max_new_tokens: int, seed: int = 0) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Project every checkpoint of every condition into trait space (notebook 03's measurement).
 
 The base model is loaded once; each checkpoint's LoRA adapter is swapped in
-(:class:`traitspace.models.AdapterSwitcher`), the projection questions (disjoint from the
+(:class:`traitspace.core.models.AdapterSwitcher`), the projection questions (disjoint from the
 extraction questions) are run through one batched capture at the union of the traits' layers, and
 each activation is projected onto the unit trait vector at that trait's layer.
 
@@ -23,18 +23,11 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from .artifacts import atomic_path, atomic_write_text
-from .chat import SpanKind
-from .hooks import capture_conversations
-
-
-@dataclass(frozen=True)
-class CheckpointRef:
-    """One point of a trajectory: a condition's step and its adapter folder (None = base model)."""
-
-    condition: str
-    step: int
-    adapter_path: Path | None
+from .core.artifacts import atomic_path, atomic_write_text
+from .core.chat import SpanKind
+from .core.checkpoints import Checkpoint
+from .core.hooks import capture_conversations
+from .core.traits import project_at_layers
 
 
 def projection_conversations(loaded, questions: Sequence[str], replies: Sequence[str] | None = None) -> list[list[dict]]:
@@ -55,33 +48,30 @@ def project_activations(
     ``trait_layers[trait]``). Returns columns trait, layer, prompt (0..n-1), value, act_norm.
     One matrix product per layer (traits sharing a layer are projected together).
     """
-    frames = []
-    by_layer: dict[int, list[str]] = {}
-    for trait in unit_vectors:
-        by_layer.setdefault(trait_layers[trait], []).append(trait)
-    for layer, traits in by_layer.items():
-        acts = activations[layer]
-        directions = torch.stack([unit_vectors[trait].float() for trait in traits])  # [T, hidden]
-        values = (acts @ directions.T).numpy()  # [n_prompts, T]
-        n_prompts = acts.shape[0]
-        frames.append(pd.DataFrame({
-            "trait": np.repeat(traits, n_prompts),
-            "layer": layer,
-            "prompt": np.tile(np.arange(n_prompts), len(traits)),
-            "value": values.T.reshape(-1),
-            "act_norm": np.tile(acts.norm(dim=1).numpy(), len(traits)),
-        }))
-    return pd.concat(frames, ignore_index=True)
+    # Rows grouped by layer (in order of first appearance), as the table has always been laid out.
+    first_seen: dict[int, int] = {}
+    for name in unit_vectors:
+        first_seen.setdefault(int(trait_layers[name]), len(first_seen))
+    ordered = sorted(unit_vectors, key=lambda name: first_seen[int(trait_layers[name])])
+    names, values, norms = project_at_layers(activations, {name: unit_vectors[name] for name in ordered}, trait_layers)
+    n_prompts = values.shape[0]
+    return pd.DataFrame({
+        "trait": np.repeat(names, n_prompts),
+        "layer": np.repeat([int(trait_layers[name]) for name in names], n_prompts),
+        "prompt": np.tile(np.arange(n_prompts), len(names)),
+        "value": values.T.reshape(-1),
+        "act_norm": norms.T.reshape(-1),
+    })
 
 
-def _part_path(parts_dir: Path, checkpoint: CheckpointRef) -> Path:
+def _part_path(parts_dir: Path, checkpoint: Checkpoint) -> Path:
     return parts_dir / f"{checkpoint.condition}__step-{checkpoint.step:06d}.parquet"
 
 
 def project_checkpoints(
     loaded,
     switcher,
-    checkpoints: Sequence[CheckpointRef],
+    checkpoints: Sequence[Checkpoint],
     questions: Sequence[str],
     unit_vectors: dict[str, torch.Tensor],
     trait_layers: dict[str, int],
@@ -116,7 +106,7 @@ def project_checkpoints(
         with switcher.use(checkpoint.adapter_path):
             replies = None
             if pooling == "response":
-                from .sampling import generate_replies
+                from .core.sampling import generate_replies
 
                 replies = generate_replies(loaded, projection_conversations(loaded, questions),
                                            max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
@@ -137,7 +127,7 @@ def project_checkpoints(
     return load_projection_parts(parts_dir, checkpoints)
 
 
-def _copy_base_part(parts_dir: Path, checkpoints: Sequence[CheckpointRef], checkpoint: CheckpointRef) -> bool:
+def _copy_base_part(parts_dir: Path, checkpoints: Sequence[Checkpoint], checkpoint: Checkpoint) -> bool:
     """Step 0 of every condition is the same base model: reuse another condition's finished base
     projection (relabelled) instead of running it again. False when there is none yet."""
     for other in checkpoints:
@@ -153,7 +143,7 @@ def _copy_base_part(parts_dir: Path, checkpoints: Sequence[CheckpointRef], check
     return False
 
 
-def load_mean_activations(parts_dir: Path, checkpoints: Sequence[CheckpointRef]) -> dict[tuple[str, int], dict[int, torch.Tensor]]:
+def load_mean_activations(parts_dir: Path, checkpoints: Sequence[Checkpoint]) -> dict[tuple[str, int], dict[int, torch.Tensor]]:
     """{(condition, step): {layer: mean activation over the projection prompts [hidden]}}."""
     result = {}
     for checkpoint in checkpoints:
@@ -162,7 +152,7 @@ def load_mean_activations(parts_dir: Path, checkpoints: Sequence[CheckpointRef])
     return result
 
 
-def load_projection_parts(parts_dir: Path, checkpoints: Sequence[CheckpointRef]) -> pd.DataFrame:
+def load_projection_parts(parts_dir: Path, checkpoints: Sequence[Checkpoint]) -> pd.DataFrame:
     frames = [pd.read_parquet(_part_path(Path(parts_dir), checkpoint)) for checkpoint in checkpoints]
     return pd.concat(frames, ignore_index=True).sort_values(["condition", "step", "trait", "prompt"]).reset_index(drop=True)
 
@@ -170,7 +160,7 @@ def load_projection_parts(parts_dir: Path, checkpoints: Sequence[CheckpointRef])
 def norm_rescaled_drift_table(projections: pd.DataFrame) -> pd.DataFrame:
     """Per condition, step, trait: mean drift from step 0 and the same drift as a percentage of the
     step-0 activation norm at that trait's layer (paper 001's norm-rescaled drift)."""
-    from .trajectory import drift, norm_rescaled_drift
+    from .core.trajectory import drift, norm_rescaled_drift
 
     drifts = drift(projections[["condition", "step", "trait", "prompt", "value"]])
     base_norms = (projections[projections["step"] == 0].groupby(["condition", "trait"])["act_norm"].mean()
@@ -208,10 +198,10 @@ def run_projection_stage(config, loaded=None, progress: bool = True) -> Projecti
     """Project every trained checkpoint onto the run's trait vectors; cached per checkpoint."""
     import time
 
-    from .artifacts import Stage, read_json
-    from .checkpoints import list_checkpoints, list_conditions
+    from .core.artifacts import Stage, read_json
+    from .core.checkpoints import list_checkpoints, list_conditions
     from .extract import load_trait_vectors
-    from .models import AdapterSwitcher, load_model
+    from .core.models import AdapterSwitcher, load_model
     from .trait_library import load_builtin_library
 
     run_dir = Path(config.run_dir)
@@ -225,7 +215,7 @@ def run_projection_stage(config, loaded=None, progress: bool = True) -> Projecti
     questions = list(load_builtin_library().projection_questions)
     if settings.n_questions is not None:
         questions = questions[: settings.n_questions]
-    checkpoints = [CheckpointRef(condition, checkpoint.step, checkpoint.path)
+    checkpoints = [checkpoint
                    for condition in conditions for checkpoint in list_checkpoints(run_dir, condition)]
     params_hash = config.params_hash("model", "finetune", "project") + "-" + str(traits_manifest.get("params_hash"))
     stage = Stage(run_dir / "projections", params_hash=params_hash)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .artifacts import atomic_write_text
+from .core.artifacts import atomic_write_text
 
 _HTML_STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 980px; margin: 2em auto;

@@ -2,7 +2,7 @@
 
 The params file is validated before any notebook starts. Each notebook receives two papermill
 parameters, ``params_path`` and ``overrides``, and reads everything else through
-:func:`traitspace.config.load_config`. The first failing notebook stops the run; its failing cell's
+:func:`traitspace.core.config.load_config`. The first failing notebook stops the run; its failing cell's
 error is shown. ``outputs/<run>/manifest.json`` records the resolved params, package versions, the
 git commit and each notebook's status and time.
 """
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .artifacts import atomic_write_json, provenance, read_json
-from .config import load_config
+from .core.artifacts import atomic_write_json, provenance, read_json
+from .core.config import load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"

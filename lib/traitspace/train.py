@@ -11,7 +11,7 @@ the same data-order seed, so an EM dataset and its matched control differ only i
 - Response-only loss trains the answer tokens plus the end-of-turn token that follows them (so the
   model learns to stop); the system prompt, the user turn and the template's role markers are masked.
 - Checkpoints are saved at a log-spaced schedule (dense early, sparse late; see
-  :func:`traitspace.checkpoints.checkpoint_schedule`), each as an adapter-only folder with the loss so
+  :func:`traitspace.core.checkpoints.checkpoint_schedule`), each as an adapter-only folder with the loss so
   far. The latest full trainer checkpoint (optimizer, scheduler, RNG state) is kept beside them for
   resuming: a killed run continues from its last complete checkpoint, and a finished condition is
   never retrained.
@@ -34,9 +34,10 @@ from typing import Callable, Any, Iterator, Literal, Sequence
 import numpy as np
 import torch
 
-from .artifacts import Stage, atomic_directory, atomic_write_json, read_json
-from .chat import ChatFormat, TokenizedChat
-from .checkpoints import (
+from .core.padding import pad_rows
+from .core.artifacts import Stage, atomic_directory, atomic_write_json, read_json
+from .core.chat import ChatFormat, TokenizedChat
+from .core.checkpoints import (
     ADAPTER_FILES,
     PLAN_FILE,
     RESUME_DIRNAME,
@@ -48,8 +49,8 @@ from .checkpoints import (
     list_checkpoints,
     step_folder_name,
 )
-from .config import FinetuneSection, ModelSection, RunConfig
-from .models import LoadedModel, load_model, resolve_source
+from .core.config import FinetuneSection, ModelSection, RunConfig
+from .core.models import LoadedModel, load_model, resolve_source
 
 IGNORE_INDEX = -100  # label value the causal-LM loss skips
 
@@ -263,15 +264,8 @@ class RightPaddingCollator:
     padded_tokens: int = 0
 
     def __call__(self, features: Sequence[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        longest = max(len(feature["input_ids"]) for feature in features)
-        input_ids = torch.full((len(features), longest), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(features), longest), IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros((len(features), longest), dtype=torch.long)
-        for row, feature in enumerate(features):
-            length = len(feature["input_ids"])
-            input_ids[row, :length] = torch.tensor(feature["input_ids"])
-            labels[row, :length] = torch.tensor(feature["labels"])
-            attention_mask[row, :length] = 1
+        input_ids, attention_mask, _ = pad_rows([feature["input_ids"] for feature in features], self.pad_token_id)
+        labels, _, _ = pad_rows([feature["labels"] for feature in features], IGNORE_INDEX)
         self.real_tokens += int(attention_mask.sum())
         self.padded_tokens += attention_mask.numel()
         return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
@@ -612,7 +606,7 @@ def train_condition(
         "train_seconds_this_process": round(train_seconds, 2),
         "tokens_per_second_this_process": round(padding["real_tokens"] / train_seconds, 1) if train_seconds else None,
         "padding_share_this_process": (1 - padding["real_tokens"] / padding["padded_tokens"]) if padding["padded_tokens"] else None,
-        "final_loss": read_json(checkpoints[-1].path / TRAINING_LOG_FILE)["losses"][-1]["loss"],
+        "final_loss": read_json(checkpoints[-1].adapter_path / TRAINING_LOG_FILE)["losses"][-1]["loss"],
     }
     stage.mark_done(summary)
     shutil.rmtree(folder / RESUME_DIRNAME, ignore_errors=True)
@@ -659,7 +653,7 @@ def loss_table(run_dir: str | Path, conditions: Sequence[str]):
     """Per-step training loss of each condition (from its latest checkpoint's training log)."""
     import pandas as pd
 
-    from .checkpoints import read_training_log
+    from .core.checkpoints import read_training_log
 
     frames = []
     for condition in conditions:
@@ -678,13 +672,13 @@ def checkpoint_table(run_dir: str | Path, conditions: Sequence[str]):
         for checkpoint in list_checkpoints(run_dir, condition):
             record = {"condition": condition, "step": checkpoint.step, "epoch": 0.0, "loss": None,
                       "path": "(base model)", "adapter_MB": 0.0}
-            if checkpoint.path is not None:
-                log = read_json(checkpoint.path / TRAINING_LOG_FILE)
+            if checkpoint.adapter_path is not None:
+                log = read_json(checkpoint.adapter_path / TRAINING_LOG_FILE)
                 record.update(
                     epoch=round(float(log["epoch"]), 3),
                     loss=log["losses"][-1]["loss"] if log["losses"] else None,
-                    path=str(checkpoint.path),
-                    adapter_MB=round((checkpoint.path / ADAPTER_FILES[1]).stat().st_size / 2**20, 2),
+                    path=str(checkpoint.adapter_path),
+                    adapter_MB=round((checkpoint.adapter_path / ADAPTER_FILES[1]).stat().st_size / 2**20, 2),
                 )
             records.append(record)
     return pd.DataFrame(records)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..eval_questions import JUDGE_PROMPTS, format_judge_prompt
-from ..models import LoadedModel, load_model
+from ..core.models import LoadedModel, load_model
 from .base import JUDGE_LABELS, NUMBERS, JudgeDistribution, JudgeItem, JudgeScore, check_kind, score_from_distribution
 from .config import JudgeSection
 

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from ..eval_questions import JUDGE_VALIDATION_LABELS
-from ..stats import auroc, wilson_interval
+from ..core.stats import auroc, wilson_interval
 from .base import Judge, JudgeItem, JudgeScore
 
 __all__ = [

@@ -8,7 +8,7 @@ Layout of one run (written by :mod:`traitspace.train`, read by every later noteb
         step-000002/ ...
         resume_state/             the latest full trainer checkpoint (optimizer, scheduler, RNG), only while
                                   training is unfinished; deleted when the condition is done
-        manifest.json             written last: the condition finished (traitspace.artifacts.Stage)
+        manifest.json             written last: the condition finished (traitspace.core.artifacts.Stage)
 
 Step 0 is the untouched base model: it has no folder, and :func:`list_checkpoints` returns it with
 ``path=None`` (``AdapterSwitcher.use(None)`` runs the base model). A step folder appears in one
@@ -33,16 +33,40 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 _STEP_FOLDER = re.compile(r"^step-(\d{6,})$")
 
 
+BASE_CONDITION = "base"  # the condition name of the shared base model (step 0 of every trail)
+
+
 @dataclass(frozen=True)
 class Checkpoint:
-    """One point of a condition's training trajectory; ``path`` None means the base model (step 0)."""
+    """One point of a training trail: a condition's step and its adapter folder.
 
+    ``adapter_path`` None means the untouched base model, which is step 0 of every condition's
+    trail; stages that measure it once for all conditions name it :func:`base_checkpoint`.
+    """
+
+    condition: str
     step: int
-    path: Path | None
+    adapter_path: Path | None
 
     @property
     def is_base(self) -> bool:
-        return self.path is None
+        return self.adapter_path is None
+
+    def identity(self) -> str:
+        """What distinguishes this checkpoint's weights, for caches: "base", or the adapter file's
+        name, size and modification time (an adapter retrained at the same step is a new file)."""
+        if self.adapter_path is None:
+            return "base"
+        weights = sorted(Path(self.adapter_path).glob("adapter_model.*"))
+        if not weights:
+            raise FileNotFoundError(f"no adapter weights (adapter_model.*) in {self.adapter_path}")
+        stat = weights[0].stat()
+        return f"{weights[0].name}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def base_checkpoint() -> Checkpoint:
+    """The base model as one checkpoint shared by every condition."""
+    return Checkpoint(BASE_CONDITION, 0, None)
 
 
 def step_folder_name(step: int) -> str:
@@ -87,16 +111,16 @@ def list_checkpoints(run_dir: str | Path, condition: str) -> list[Checkpoint]:
     for path in folder.iterdir():
         match = _STEP_FOLDER.match(path.name)
         if match and is_complete_step_folder(path):
-            steps.append(Checkpoint(int(match.group(1)), path))
-    return [Checkpoint(0, None), *sorted(steps, key=lambda checkpoint: checkpoint.step)]
+            steps.append(Checkpoint(condition, int(match.group(1)), path))
+    return [Checkpoint(condition, 0, None), *sorted(steps, key=lambda checkpoint: checkpoint.step)]
 
 
 def read_training_log(run_dir: str | Path, condition: str) -> dict:
     """The training log stored with the latest complete checkpoint ({} when none exists yet)."""
     trail = list_checkpoints(run_dir, condition)
-    if trail[-1].path is None:
+    if trail[-1].adapter_path is None:
         return {}
-    return json.loads((trail[-1].path / TRAINING_LOG_FILE).read_text())
+    return json.loads((trail[-1].adapter_path / TRAINING_LOG_FILE).read_text())
 
 
 def checkpoint_schedule(total_steps: int, n_checkpoints: int) -> list[int]:

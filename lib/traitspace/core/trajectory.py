@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
-from traitspace.stats import benjamini_hochberg, bootstrap_mean_ci, permutation_test_diff
+from traitspace.core.stats import benjamini_hochberg, bootstrap_mean_ci, permutation_test_diff
 
 PROJECTION_COLUMNS = ("condition", "step", "trait", "prompt", "value")
 

@@ -160,7 +160,7 @@ class FinetuneSection(_Section):
     @field_validator("conditions")
     @classmethod
     def _conditions_exist(cls, conditions: list[str] | dict[str, str]) -> list[str] | dict[str, str]:
-        from .em_data import DATASETS  # imported here: the dataset module is not needed to read other sections
+        from ..em_data import DATASETS  # imported here: the dataset module is not needed to read other sections
 
         mapping = dict(zip(conditions, conditions)) if isinstance(conditions, list) else conditions
         if not mapping:
@@ -258,7 +258,7 @@ class ExtractSection(_Section):
     def _traits_exist(cls, traits: str | list[str]) -> str | list[str]:
         if traits == "all":
             return traits
-        from .trait_library import load_builtin_library  # pure data; parsed once and cached
+        from ..trait_library import load_builtin_library  # pure data; parsed once and cached
 
         known = {trait.name for trait in load_builtin_library().all_traits}
         if not traits:
@@ -277,7 +277,7 @@ class ExtractSection(_Section):
     @field_validator("n_questions")
     @classmethod
     def _enough_questions(cls, n_questions: int) -> int:
-        from .trait_library import load_builtin_library
+        from ..trait_library import load_builtin_library
 
         available = len(load_builtin_library().extraction_questions)
         if n_questions > available:
@@ -287,7 +287,7 @@ class ExtractSection(_Section):
     @field_validator("n_instruction_pairs")
     @classmethod
     def _enough_pairs(cls, n_pairs: int, info) -> int:
-        from .trait_library import load_builtin_library
+        from ..trait_library import load_builtin_library
 
         library = load_builtin_library()
         selected = info.data.get("traits", "all")
@@ -302,7 +302,7 @@ class ExtractSection(_Section):
     @field_validator("n_roles")
     @classmethod
     def _enough_roles(cls, n_roles: int | None) -> int | None:
-        from .trait_library import load_builtin_library
+        from ..trait_library import load_builtin_library
 
         available = len(load_builtin_library().roles)
         if n_roles is not None and n_roles > available:
@@ -310,7 +310,7 @@ class ExtractSection(_Section):
         return n_roles
 
 
-from .judges.config import JudgeSection  # noqa: E402  (the judge sub-section of notebook 04)
+from ..judges.config import JudgeSection  # noqa: E402  (the judge sub-section of notebook 04)
 
 
 class BehaviorSection(_Section):

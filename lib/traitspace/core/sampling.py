@@ -37,6 +37,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from .padding import padded_batch
+
 __all__ = [
     "Reply",
     "SampledTokens",
@@ -171,20 +173,8 @@ def choose_next_tokens(
 
 
 def left_padded(prompts: Sequence[Sequence[int]], pad_token_id: int) -> tuple[dict[str, torch.Tensor], list[int]]:
-    """A left-padded batch (``input_ids``, ``attention_mask``, ``position_ids``) and each row's
-    number of pad tokens. Positions count real tokens only, so a padded row sees the positions it
-    would see alone."""
-    width = max(len(prompt) for prompt in prompts)
-    input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    offsets = []
-    for row, prompt in enumerate(prompts):
-        offset = width - len(prompt)
-        input_ids[row, offset:] = torch.as_tensor(list(prompt), dtype=torch.long)
-        attention_mask[row, offset:] = 1
-        offsets.append(offset)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}, offsets
+    """A left-padded batch and each row's number of pad tokens (the one padder, left side)."""
+    return padded_batch(prompts, pad_token_id, "left")
 
 
 def _length_chunks(items: Sequence[int], length, max_padding: float = 0.25) -> list[list[int]]:

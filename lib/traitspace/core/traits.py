@@ -4,7 +4,7 @@ separation per layer and layer selection.
 Pure numpy/pandas: no model, no files. Shape names used in every docstring:
 
 - ``n``: examples (one activation per conversation), ``n_pos`` / ``n_neg`` for the two sides;
-- ``L``: layers (layer i = output of decoder block i, see :mod:`traitspace.hooks`);
+- ``L``: layers (layer i = output of decoder block i, see :mod:`traitspace.core.hooks`);
 - ``H``: hidden size (the residual-stream width);
 - ``T``: traits.
 
@@ -104,6 +104,41 @@ def project(activations: np.ndarray, direction: np.ndarray) -> np.ndarray:
     return np.sum(activations * unit_vectors(direction), axis=-1)
 
 
+def project_at_layers(activations, unit_vectors, trait_layers) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The one projection of pooled activations onto trait directions, each at its own layer.
+
+    Used by the projection stage, the live monitor and :class:`TraitVectors`.
+
+    Args:
+        activations: ``{layer: [n, H]}`` (torch tensors or arrays) holding every needed layer.
+        unit_vectors: ``{name: [H]}`` unit directions.
+        trait_layers: ``{name: layer}``.
+
+    Returns:
+        ``(names, values [n, T], norms [n, T])`` in the order of ``unit_vectors``: ``values`` the
+        scalar projections, ``norms`` the activation norm at each name's layer. One float32 matrix
+        product per layer (names that share a layer are projected together).
+    """
+    import torch  # the activations come from torch; keep the product in torch's float32 kernels
+
+    names = list(unit_vectors)
+    by_layer: dict[int, list[int]] = {}
+    for index, name in enumerate(names):
+        layer = int(trait_layers[name])
+        if layer not in activations:
+            raise KeyError(f"{name} needs layer {layer}; captured layers: {sorted(activations)}")
+        by_layer.setdefault(layer, []).append(index)
+    n = len(next(iter(activations.values())))
+    values = np.empty((n, len(names)), dtype=np.float32)
+    norms = np.empty((n, len(names)), dtype=np.float32)
+    for layer, indices in by_layer.items():
+        acts = torch.as_tensor(activations[layer]).float()
+        directions = torch.stack([torch.as_tensor(unit_vectors[names[i]]).float() for i in indices])  # [t, H]
+        values[:, indices] = (acts @ directions.T).numpy()
+        norms[:, indices] = acts.norm(dim=1).numpy()[:, None]
+    return names, values, norms
+
+
 def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
     """Pairwise cosine similarities of ``[T, H]`` vectors -> ``[T, T]`` (diagonal 1)."""
     unit = unit_vectors(np.asarray(vectors, dtype=np.float64))
@@ -120,7 +155,7 @@ def cosine_with(vectors: np.ndarray, reference: np.ndarray) -> np.ndarray:
 def auroc_by_column(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
     """AUROC of every column at once: ``[n_pos, L]`` and ``[n_neg, L]`` -> ``[L]``.
 
-    The Mann-Whitney form of :func:`traitspace.stats.auroc` (ties count one half), vectorised over
+    The Mann-Whitney form of :func:`traitspace.core.stats.auroc` (ties count one half), vectorised over
     layers: scanning 30 layers x 250 traits one ``roc_auc_score`` call at a time costs ~30 s.
     nan for an empty side.
     """
@@ -133,7 +168,7 @@ def auroc_by_column(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
 
 
 def cohens_d_by_column(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
-    """:func:`traitspace.stats.cohens_d` of every column: ``[n_pos, L]``, ``[n_neg, L]`` -> ``[L]``
+    """:func:`traitspace.core.stats.cohens_d` of every column: ``[n_pos, L]``, ``[n_neg, L]`` -> ``[L]``
     (pooled sample SD; nan with fewer than two values a side or no spread)."""
     n_pos, n_neg = positive.shape[0], negative.shape[0]
     if n_pos < 2 or n_neg < 2:
@@ -157,7 +192,7 @@ def layer_separation(positive_projections: np.ndarray, negative_projections: np.
         One row per layer: ``layer``, ``auroc`` (0.5 = chance, 1 = every positive above every
         negative), ``cohens_d`` (standardised gap; nan with fewer than two examples a side or no
         spread) and ``mean_gap`` (mean positive minus mean negative projection). Same definitions
-        as :func:`traitspace.stats.auroc` and :func:`traitspace.stats.cohens_d`.
+        as :func:`traitspace.core.stats.auroc` and :func:`traitspace.core.stats.cohens_d`.
     """
     positive = np.asarray(positive_projections, dtype=np.float64)
     negative = np.asarray(negative_projections, dtype=np.float64)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .chat import SpanKind, TokenizedChat
+from .padding import PaddingSide, padded_batch
 
 LayerSpec = Sequence[int] | Literal["all", "middle"]
 
@@ -138,25 +139,11 @@ def pool(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def collate(
-    chats: Sequence[TokenizedChat], pad_token_id: int, padding_side: Literal["left", "right"] = "left"
+    chats: Sequence[TokenizedChat], pad_token_id: int, padding_side: PaddingSide = "left"
 ) -> tuple[dict[str, torch.Tensor], list[int]]:
-    """Pad a batch; return model inputs and each example's start offset in the padded rows.
-
-    Position ids are computed from the attention mask so that a left-padded example sees the same
-    positions as when it is run alone.
-    """
-    width = max(len(chat.input_ids) for chat in chats)
-    input_ids = torch.full((len(chats), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(chats), width), dtype=torch.long)
-    offsets = []
-    for row, chat in enumerate(chats):
-        length = len(chat.input_ids)
-        offset = width - length if padding_side == "left" else 0
-        input_ids[row, offset: offset + length] = torch.tensor(chat.input_ids)
-        attention_mask[row, offset: offset + length] = 1
-        offsets.append(offset)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}, offsets
+    """Pad a batch of chats (see :func:`traitspace.core.padding.padded_batch`); return model inputs
+    and each example's start offset in the padded rows."""
+    return padded_batch([chat.input_ids for chat in chats], pad_token_id, padding_side)
 
 
 @torch.inference_mode()
