@@ -25,6 +25,7 @@ import torch
 
 from .core.artifacts import atomic_write_text
 from .core.hooks import capture_pooled
+from .core.trajectory import fingerprint_of
 
 
 @dataclass
@@ -51,11 +52,6 @@ class LiveRecord:
     reasons: list[str]
     drift: dict[str, float] = field(default_factory=dict)
     drift_pct: dict[str, float] = field(default_factory=dict)
-
-
-def fingerprint_of(drift: dict[str, float], key_traits: dict[str, int]) -> float:
-    """Mean signed drift over the key traits."""
-    return float(np.mean([sign * drift[trait] for trait, sign in key_traits.items()]))
 
 
 def make_live_monitor_callback(loaded, spec: LiveMonitorSpec, log_path: str | Path):

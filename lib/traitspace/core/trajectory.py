@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -400,8 +400,18 @@ def fingerprint_score(df_measurement: pd.DataFrame, em: str, control: str,
         raise KeyError(f"fingerprint_score: traits {unknown} not in the measurement table")
     diff = differential(drift_table, em, control)
     diff = diff[diff["trait"].isin(traits)]
-    sign_by_trait = pd.Series(np.asarray(signs, dtype=float), index=list(traits))
-    signed = diff["differential"] * diff["trait"].map(sign_by_trait)
-    score = signed.groupby(diff["step"]).mean()
+    key_traits = dict(zip(traits, (int(sign) for sign in signs)))
+    score = pd.Series({step: fingerprint_of(dict(zip(group["trait"], group["differential"])), key_traits)
+                       for step, group in diff.groupby("step")}, dtype=float)
+    score.index.name = "step"
     score.name = "fingerprint_score"
     return score
+
+
+def fingerprint_of(values: Mapping[str, float], key_traits: Mapping[str, int]) -> float:
+    """The fingerprint of one measurement: the mean over key traits of sign x value.
+
+    The one definition, used per step by :func:`fingerprint_score` (on EM-minus-control
+    differentials) and live during training by the finetune stage's monitor (on drift).
+    """
+    return float(np.mean([sign * values[trait] for trait, sign in key_traits.items()]))
