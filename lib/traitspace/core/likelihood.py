@@ -1,0 +1,81 @@
+"""How likely a model finds a given answer: mean per-token log-probability of the answer's tokens
+given the conversation before it, under the model's own chat template.
+
+Only the tokens of the final assistant message's content count (``TokenizedChat.response_span``):
+the system prompt, the question and the template's markers (``<|im_start|>assistant``, the end-of-
+turn token) are context, never scored. One batched forward pass per batch of answers; rows are
+right-padded with position ids from the attention mask, so a padded row scores exactly as alone.
+
+The LM head is applied only at the positions that predict answer tokens: the full logits of a
+batch (rows x length x vocabulary, ~300 MB for SmolLM2 at batch 16) would cost more memory and
+time than the rest of the pass, and the scorer runs at every checkpoint.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .chat import TokenizedChat
+from .hooks import decoder_backbone, unwrap_model
+from .padding import padded_batch
+
+
+def _answer_positions(chat: TokenizedChat) -> tuple[int, int]:
+    """``(first, end)`` of the answer's tokens; each is predicted by the position before it."""
+    if chat.response_span is None or chat.response_span[0] >= chat.response_span[1]:
+        raise ValueError("an answer to score must end the conversation and have at least one token")
+    first, end = chat.response_span
+    if first == 0:
+        raise ValueError("the answer's first token has no context to be predicted from")
+    return first, end
+
+
+def _logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """The LM head on selected hidden states, with the final soft-capping some families apply."""
+    base = unwrap_model(model)
+    logits = base.get_output_embeddings()(hidden).float()
+    cap = getattr(base.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+@torch.inference_mode()
+def answer_log_likelihoods(model, chats: Sequence[TokenizedChat], pad_token_id: int,
+                           batch_size: int = 16) -> np.ndarray:
+    """Mean log-probability per answer token of each chat's final assistant message, ``[n]``.
+
+    Args:
+        model: a causal LM (peft-wrapped or not); the active adapter is the one scored.
+        chats: conversations ending with the assistant answer to score (``ChatFormat.tokenize``).
+        pad_token_id: any id; padded positions are masked out.
+        batch_size: conversations per forward pass (sorted by length to limit padding).
+    """
+    positions = [_answer_positions(chat) for chat in chats]
+    device = next(model.parameters()).device
+    backbone = decoder_backbone(model)
+    scores = np.empty(len(chats), dtype=np.float64)
+    order = sorted(range(len(chats)), key=lambda index: len(chats[index].input_ids))
+    for start in range(0, len(order), batch_size):
+        rows = order[start: start + batch_size]
+        inputs, _ = padded_batch([chats[row].input_ids for row in rows], pad_token_id, "right")
+        inputs = {key: value.to(device) for key, value in inputs.items()}
+        hidden = backbone(**inputs).last_hidden_state  # [b, T, H]
+        # Position p predicts token p + 1: gather the predicting positions of every answer token.
+        batch_index, predicting, targets, owner = [], [], [], []
+        for slot, row in enumerate(rows):
+            first, end = positions[row]
+            batch_index += [slot] * (end - first)
+            predicting += range(first - 1, end - 1)
+            targets += chats[row].input_ids[first:end]
+            owner += [slot] * (end - first)
+        logits = _logits(model, hidden[torch.tensor(batch_index, device=device), torch.tensor(predicting, device=device)])
+        token_logp = torch.log_softmax(logits, dim=-1).gather(
+            1, torch.tensor(targets, device=device)[:, None])[:, 0].double().cpu()
+        owner_tensor = torch.tensor(owner)
+        sums = torch.zeros(len(rows), dtype=torch.float64).index_add_(0, owner_tensor, token_logp)
+        counts = torch.bincount(owner_tensor, minlength=len(rows)).double()
+        scores[rows] = (sums / counts).numpy()
+    return scores
