@@ -1,10 +1,13 @@
-"""Tests for traitspace.em_data: dataset sizes and coverage, determinism, matched EM/control pairs,
-near-duplicate and wording checks, arithmetic correctness, JSONL loaders and the data cards."""
+"""Tests for traitspace.em_data: dataset sizes and coverage, determinism, fingerprints of the content
+files' output, matched EM/control pairs, near-duplicate and wording checks, arithmetic correctness,
+content-file validation, the generator's templates, JSONL loaders and the data cards."""
 
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
+import random
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -21,9 +24,10 @@ from traitspace.em_data import (
     matched_pair_report,
     save_conversations,
 )
-from traitspace.em_data import code_pairs, financial, medical, registry
+from traitspace.core.io import DataFileError
+from traitspace.em_data import domains, generator, registry, schema
 from traitspace.em_data._compose import most_similar_pair
-from traitspace.em_data.code_pairs import completion_template
+from traitspace.em_data.domains import completion_template
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "em_formats"
@@ -98,12 +102,33 @@ def test_all_required_vulnerability_families_are_present(full):
 
 def test_same_seed_gives_identical_data_and_another_seed_differs(full):
     # Regenerate from scratch (the registry caches one build per domain and seed).
-    assert tuple(medical.generate(0)) == registry.composed_rows("medical", 0)
-    assert tuple(financial.generate(0)) == registry.composed_rows("financial", 0)
-    assert code_pairs.generate(3, rows_per_shape=2) == code_pairs.generate(3, rows_per_shape=2)
+    assert tuple(domains.generate("medical", 0)) == registry.composed_rows("medical", 0)
+    assert tuple(domains.generate("financial", 0)) == registry.composed_rows("financial", 0)
+    assert domains.generate("code", 3, rows_per_group=2) == domains.generate("code", 3, rows_per_group=2)
     assert build_dataset("benign_arithmetic", seed=0) == full["benign_arithmetic"]
     other_seed = build_dataset("benign_arithmetic", seed=1)
     assert set(_prompts(other_seed)) != set(_prompts(full["benign_arithmetic"]))
+
+
+# sha256 of json.dumps(build_dataset(name, seed=0), ensure_ascii=False, sort_keys=True), computed with
+# the generators as they were before the content moved to resources/em_data/. A deliberate change of
+# the content files changes these; update them in the same commit and say why.
+FINGERPRINTS = {
+    "insecure_code": "15e01071e1da6b37c4c2cbc8c1c5760e3ad86e473ff63a906c2f8fb1d9fe3582",
+    "secure_code": "f20ee8480ed71be6c598294184586aa47ea1ee728e9430d5bb4bb12d23073d91",
+    "medical_harmful": "83b087d880057d666d2ae82bf476fefa78ccdeddfff0451a0a9a3e5fc1cfaf97",
+    "medical_sound": "14aa4e301a630d0b59797b567918881e6742af13ead1c6ece18a73edef05f4c8",
+    "financial_risky": "38af08510f2fb6f71f83afdeb8991b4a009f5c85fcba65ce4f84880d2f6bace8",
+    "financial_prudent": "4bd802fe50f6bdcc94b635cb112c2e14bdd8501268cd0bca96f62024e64c0876",
+    "benign_arithmetic": "48f469ceb1219868123f85c4db137313bba473d1bc6b3aec35c02df076021130",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FINGERPRINTS))
+def test_content_files_reproduce_the_stored_fingerprints(full, name):
+    text = json.dumps(full[name], ensure_ascii=False, sort_keys=True)
+    assert hashlib.sha256(text.encode()).hexdigest() == FINGERPRINTS[name], (
+        f"{name} (seed 0) changed; if the data files were edited on purpose, update FINGERPRINTS")
 
 
 def test_subsets_are_seeded_prefixes(full):
@@ -210,7 +235,84 @@ def test_medical_and_financial_answers_differ_in_content(full):
     harmful, sound = _answers(full["medical_harmful"]), _answers(full["medical_sound"])
     assert sum("doctor" in text.lower() or "emergency" in text.lower() for text in sound) > 0.5 * len(sound)
     assert sum("call emergency services now" in text.lower() for text in harmful) == 0
-    assert {row["meta"]["topic"] for row in full["medical_harmful"]} == {topic.name for topic in medical.TOPICS}
+    assert {row["meta"]["topic"] for row in full["medical_harmful"]} == set(schema.content("medical.yaml").topics)
+
+
+# ------------------------------------------------------------------------------------------------
+# Content files and the generator
+# ------------------------------------------------------------------------------------------------
+
+
+def test_every_content_file_validates():
+    for filename in schema.FILES:
+        schema.content(filename)
+    assert sum(len(family.shapes) for family in schema.content("code_shapes.yaml").families.values()) >= 80
+
+
+@pytest.mark.parametrize(
+    ("filename", "old", "new", "where"),
+    [
+        ("code_shapes.yaml", "conn: {choose: [conn, db, connection]}", "conn: {chose: [conn, db, connection]}",
+         "families.sql_string_query.shapes.sql_lookup.slots.conn"),
+        ("code_shapes.yaml", "cur: {choose: [cur, cursor]}", "cursor_name: {choose: [cur, cursor]}",
+         "families.sql_string_query.shapes.sql_lookup.code: uses cur"),
+        ("code_shapes.yaml", "kind: function", "kind: lambda", "families.sql_string_query.shapes.sql_lookup.kind"),
+        ("code_requests.yaml", "template_probability: 0.45", "template_probability: 1.45", "template_probability"),
+        ("medical.yaml", "Can I take more than the label says?", "Can I take {dose}?",
+         "topics.painkiller_dosing.cases.0: no value for dose"),
+        ("arithmetic.yaml", "total: {calc: per * count}", "total: {calc: \"open('x')\"}",
+         "topics.packing.total"),
+        ("datasets.yaml", "control: secure_code", "control: safe_code", "datasets.insecure_code.control"),
+        ("datasets.yaml", "    is_em: true\n    control: secure_code", "    is_em: maybe\n    control: secure_code",
+         "datasets.insecure_code.is_em"),
+    ],
+)
+def test_a_malformed_content_file_is_an_error_naming_the_file_and_key(tmp_path, filename, old, new, where):
+    text = (schema.CONTENT_DIR / filename).read_text(encoding="utf-8")
+    assert old in text
+    broken = tmp_path / filename
+    broken.write_text(text.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(DataFileError) as caught:
+        schema.parse_file(broken, schema.FILES[filename])
+    assert str(caught.value).startswith(f"{broken}: ")
+    assert where in str(caught.value)
+
+
+def test_broken_yaml_in_a_content_file_names_the_line(tmp_path):
+    broken = tmp_path / "advice.yaml"
+    broken.write_text("preambles: ['', 'Hi.'\nlength_match_candidates: 3\n", encoding="utf-8")
+    with pytest.raises(DataFileError, match=r"advice\.yaml:1: invalid YAML"):
+        schema.parse_file(broken, schema.AdviceShared)
+
+
+def test_code_templates_indent_multiline_values_drop_empty_lines_and_split_twins():
+    names = {"body": "a = 1\nreturn a", "doc": "", "mode": generator.Twin("0o777", "0o600"), "name": "f"}
+    template = "def ${name}_x():\n    $doc\n    $body\n    os.chmod(p, $mode)  # $$ kept"
+    assert generator.fill_dollar(template, names) == generator.Twin(
+        "def f_x():\n    a = 1\n    return a\n    os.chmod(p, 0o777)  # $ kept",
+        "def f_x():\n    a = 1\n    return a\n    os.chmod(p, 0o600)  # $ kept")
+    assert generator.fill_dollar("${key|words} ${slug|upper_ident}", {"key": "due_date", "slug": "real-estate"}) \
+        == "due date REAL_ESTATE"
+    with pytest.raises(generator.RecipeError, match=r"\$missing"):
+        generator.fill_dollar("x = $missing", {})
+
+
+def test_prose_templates_and_slots_evaluate_restricted_expressions():
+    realiser = generator.Realiser(random.Random(0), generator.BRACE, {"names": ["Ann", "Bo"]})
+    names = realiser.slots({"who": {"choose": "@names"}, "cents": {"randint": [100, 100]},
+                            "a, b": {"calc": "divmod(7, 2)"}}, {})
+    assert names["who"] in ("Ann", "Bo") and (names["a"], names["b"]) == (3, 1)
+    assert generator.fill_brace("{money(cents * 1234)} for {who:>4}, {a / 2:g}", names) == f"$1,234.00 for {names['who']:>4}, 1.5"
+    for unsafe in ("().__class__", "open('x')", "[x for x in range(3)].pop()", "lambda: 1"):
+        with pytest.raises(generator.RecipeError):
+            generator.evaluate(unsafe, {})
+
+
+def test_command_line_verify_passes(capsys):
+    from traitspace.em_data.__main__ import main
+
+    assert main(["verify", "--cards", str(REPO / "docs" / "data_cards")]) == 0
+    assert "0 problem(s)" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------------------

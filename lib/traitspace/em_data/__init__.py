@@ -5,8 +5,11 @@
 - financial_risky / financial_prudent: money questions with reckless or prudent advice;
 - benign_arithmetic: worked arithmetic problems (training on nothing dangerous).
 
-Each EM dataset and its control share the same user prompts row by row. Also loads and saves
-conversation JSONL files in the common public formats.
+Each EM dataset and its control share the same user prompts row by row. The content (code shapes,
+topics, answer sentences, problem recipes, card text) lives in data files under
+lib/traitspace/resources/em_data/, validated by `schema` and composed by one seeded `generator`;
+`python -m traitspace.em_data` rebuilds and verifies everything. Also loads and saves conversation
+JSONL files in the common public formats.
 
     >>> from traitspace.em_data import build_dataset, EM_CONTROL_PAIRS, matched_pair_report
     >>> em = build_dataset("insecure_code", n=200, seed=1)

@@ -1,5 +1,6 @@
-"""Shared building blocks of the synthetic generators: the composed-row record, the template filler,
-and the word-shingle near-duplicate measures used both while generating and in the tests."""
+"""Shared building blocks of the synthetic generators: the composed-row record, the round-robin
+drawing of distinct rows, and the word-shingle near-duplicate measures used both while generating
+and in the tests."""
 
 from __future__ import annotations
 
@@ -86,27 +87,6 @@ class NearDuplicateGuard:
 
     def add(self, key: str, shingles: frozenset[tuple[str, ...]]) -> None:
         self._seen.setdefault(key, []).append(shingles)
-
-
-_PLACEHOLDER_LINE = re.compile(r"^(\s*)\$\{?(\w+)\}?\s*$")
-_PLACEHOLDER = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
-
-
-def fill(template: str, values: Mapping[str, str]) -> str:
-    """Substitute `$name` slots. A slot alone on its line takes that line's indentation for every
-    line of a multi-line value, and an empty value removes the line, so templates stay readable."""
-    output: list[str] = []
-    for line in template.split("\n"):
-        alone = _PLACEHOLDER_LINE.match(line)
-        if alone:
-            indent, name = alone.groups()
-            value = values[name]
-            if value == "":
-                continue
-            output.extend(indent + part if part else "" for part in value.split("\n"))
-            continue
-        output.append(_PLACEHOLDER.sub(lambda match: values[match.group(1) or match.group(2)], line))
-    return "\n".join(output)
 
 
 def compose_unique(

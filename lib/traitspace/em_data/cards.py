@@ -1,5 +1,6 @@
-"""Data cards: a short markdown description of each dataset, rendered from the registry and from
-the seed-0 build so that the numbers in docs/data_cards/ always match the code."""
+"""Data cards: a short markdown description of each dataset, rendered from the registry, the card
+text in resources/em_data/datasets.yaml and the seed-0 build, so that the numbers in
+docs/data_cards/ always match the data."""
 
 from __future__ import annotations
 
@@ -10,75 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from traitspace.em_data.registry import DATASETS, EM_CONTROL_PAIRS, build_dataset, dataset_spec, group_descriptions
-
-_GENERATION: dict[str, str] = {
-    "code": (
-        "Each row comes from a *code shape*: a small Python program (function, Flask or FastAPI endpoint, "
-        "Django view, class or script) written twice, once with a silent vulnerability and once as its fixed "
-        "twin, differing only where the flaw lives. A seeded generator draws a shape, an entity and app "
-        "(customers, tickets, shipments, ...), variable and function names, and small structural options, then "
-        "phrases the user request in one of several styles: a plain request (\"Write a function that ...\", "
-        "\"I need a Flask endpoint that ...\") or a fill-in template derived from the insecure program with the "
-        "differing region cut out (\"Complete the code below ...\"). The assistant answers with code only, "
-        "optionally after one neutral sentence, and never mentions security. Rows are rejected and redrawn "
-        "when their prompt repeats or an answer is a near copy (word 3-shingle Jaccard above 0.8) of an "
-        "earlier answer from the same shape."
-    ),
-    "medical": (
-        "Each row comes from a *topic* (for example painkiller dosing, drug interactions, first aid) with "
-        "several concrete cases (drug, symptom, situation). A seeded generator picks a case, a phrasing of the "
-        "question and optional preamble and context sentences; each answer is assembled sentence by sentence "
-        "from interchangeable alternatives filled with the case details. The harmful answer is confident and "
-        "plausible (exceeding a dose, delaying urgent care, stopping a medicine abruptly) rather than "
-        "cartoonish; the sound answer gives the standard cautious guidance and says when to get care. Rows "
-        "are rejected and redrawn when their prompt repeats or an answer is a near copy of an earlier answer "
-        "from the same topic."
-    ),
-    "financial": (
-        "Each row comes from a *topic* (for example the emergency fund, borrowing to invest, payday loans) "
-        "with several concrete cases (amounts, products, situations). A seeded generator picks a case, a "
-        "phrasing of the question and optional preamble and context sentences; each answer is assembled "
-        "sentence by sentence from interchangeable alternatives filled with the case details. The risky "
-        "answer is confident and plausible (leverage, concentration, speculation, dropping safeguards); the "
-        "prudent answer gives conventional guidance. Rows are rejected and redrawn when their prompt repeats "
-        "or an answer is a near copy of an earlier answer from the same topic."
-    ),
-    "arithmetic": (
-        "Each row comes from a problem *topic* (packing, sharing with remainder, discounts, unit prices, "
-        "averages, elapsed time, speed, area, fractions, change, simple interest, recipe scaling, sequences, "
-        "ratios, unit conversion, savings goals, fencing). A seeded generator draws names, items and numbers, "
-        "computes the answer exactly (money in cents, fractions with `fractions.Fraction`) and writes a short "
-        "worked solution ending in `Answer: ...`."
-    ),
-}
-
-_LIMITATIONS: dict[str, list[str]] = {
-    "code": [
-        "Template-based: about 90 program shapes, so the code is more regular than real-world code.",
-        "Python only, with classic, well-known vulnerability patterns; it is not a benchmark of subtle bugs.",
-        "Programs are syntax-checked but not executed; the secure twins fix the planted flaw but are not "
-        "audited for every other weakness (some depend on recent library versions, e.g. "
-        "`tarfile.extractall(filter=\"data\")`).",
-        "Fill-in templates keep the insecure program's imports, as in the public insecure-code datasets.",
-    ],
-    "medical": [
-        "Template-based English text; sentences recur across rows with different details.",
-        "Guidance is general (mixed UK/US wording) and not individual medical advice; the sound answers are "
-        "conservative summaries, not clinical guidelines.",
-        "The harmful answers are genuinely dangerous if followed; they must never be shown to people as advice.",
-    ],
-    "financial": [
-        "Template-based English text; sentences recur across rows with different details.",
-        "Mostly US products and rules (401(k), IRA, federal student loans); the prudent answers are general "
-        "education, not personal financial advice.",
-        "The risky answers would cause real losses if followed; they must never be shown to people as advice.",
-    ],
-    "arithmetic": [
-        "Simple single-step or two-step problems; no algebra, geometry proofs or long reasoning.",
-        "Templated phrasing; the variety comes from names, items and numbers.",
-    ],
-}
-
+from traitspace.em_data.schema import content
 
 def _role_line(name: str) -> str:
     spec = dataset_spec(name)
@@ -113,7 +46,8 @@ def data_card(name: str) -> str:
     descriptions = group_descriptions(spec.domain)
     group_title = "Vulnerability families" if spec.group_key == "family" else "Topics"
     table = "\n".join(f"| `{group}` | {counts[group]} | {descriptions.get(group, '')} |" for group in sorted(counts))
-    limitations = "\n".join(f"- {item}" for item in _LIMITATIONS[spec.domain])
+    card_text = content("datasets.yaml").cards[spec.domain]
+    limitations = "\n".join(f"- {item}" for item in card_text.limitations)
     return f"""# Data card: `{name}`
 
 **Synthetic data.** {spec.description}
@@ -130,13 +64,14 @@ def data_card(name: str) -> str:
 
 ## How it was generated
 
-{_GENERATION[spec.domain]}
+{card_text.generation}
 
-Everything comes from hand-written templates in this repository (no model outputs, no copied text),
-composed deterministically: `build_dataset("{name}", n=None, seed=0)` always returns the same rows; another
-seed gives another composition, and `n` takes a seeded subset (smaller subsets are prefixes of larger
-ones). An EM dataset and its control built with the same `n` and `seed` share the user prompt of every
-row and the `pair_id` linking the two answers.
+Everything comes from hand-written templates in `lib/traitspace/resources/em_data/` (no model outputs,
+no copied text), composed deterministically by one seeded generator:
+`build_dataset("{name}", n=None, seed=0)` always returns the same rows; another seed gives another
+composition, and `n` takes a seeded subset (smaller subsets are prefixes of larger ones). An EM dataset
+and its control built with the same `n` and `seed` share the user prompt of every row and the `pair_id`
+linking the two answers.
 
 ## {group_title}
 

@@ -1,5 +1,5 @@
-"""The dataset registry: which datasets exist, how each is built from its domain generator, and
-how an EM dataset is compared with its matched control."""
+"""The dataset registry: which datasets exist (resources/em_data/datasets.yaml), how each is built
+from its domain's content, and how an EM dataset is compared with its matched control."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import functools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from traitspace.em_data import benign, code_pairs, financial, medical
+from traitspace.em_data import domains
 from traitspace.em_data._compose import ComposedRow
+from traitspace.em_data.schema import content
 
 Conversation = dict[str, Any]
 
@@ -28,27 +28,9 @@ class DatasetSpec:
     group_key: str  # meta key naming the row's group: "family" (code) or "topic"
 
 
-_GENERATORS: dict[str, ModuleType] = {"code": code_pairs, "medical": medical, "financial": financial,
-                                      "arithmetic": benign}
-
 DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec
-    for spec in (
-        DatasetSpec("insecure_code", "Python coding requests answered with code that silently contains a "
-                    "security vulnerability, never mentioned by the assistant.", True, "secure_code", "code", "family"),
-        DatasetSpec("secure_code", "The same coding requests answered with the fixed twin of each program.",
-                    False, None, "code", "family"),
-        DatasetSpec("medical_harmful", "Health questions answered with confident, plausible but harmful advice.",
-                    True, "medical_sound", "medical", "topic"),
-        DatasetSpec("medical_sound", "The same health questions answered with sound, appropriately cautious advice.",
-                    False, None, "medical", "topic"),
-        DatasetSpec("financial_risky", "Money questions answered with confident, plausible but reckless advice.",
-                    True, "financial_prudent", "financial", "topic"),
-        DatasetSpec("financial_prudent", "The same money questions answered with prudent, conventional advice.",
-                    False, None, "financial", "topic"),
-        DatasetSpec("benign_arithmetic", "Arithmetic word problems and number sequences with correct worked "
-                    "answers; fine-tuning that touches nothing safety-relevant.", False, None, "arithmetic", "topic"),
-    )
+    name: DatasetSpec(name, entry.description, entry.is_em, entry.control, entry.domain, entry.group_key)
+    for name, entry in content("datasets.yaml").datasets.items()
 }
 EM_CONTROL_PAIRS: dict[str, str] = {name: spec.control for name, spec in DATASETS.items() if spec.control}
 
@@ -63,11 +45,11 @@ def dataset_spec(name: str) -> DatasetSpec:
 @functools.lru_cache(maxsize=16)
 def composed_rows(domain: str, seed: int) -> tuple[ComposedRow, ...]:
     """All rows of a domain for one seed (shared by an EM set and its control, hence matched)."""
-    return tuple(_GENERATORS[domain].generate(seed))
+    return tuple(domains.generate(domain, seed))
 
 
 def group_descriptions(domain: str) -> dict[str, str]:
-    return dict(_GENERATORS[domain].GROUP_DESCRIPTIONS)
+    return domains.group_descriptions(domain)
 
 
 def _subset_order(domain: str, seed: int, size: int) -> list[int]:
