@@ -27,8 +27,13 @@ run: $(STAMP)
 	$(BIN)/python -m traitspace run $(PARAMS) $(ARGS)
 
 # The tests also start llama-cpp-python's OpenAI-compatible server (a real endpoint for the judge).
+# pip compiles llama.cpp here, by default with -march=native: on a Xeon that advertises AMX that build
+# dies with SIGILL on the first request. GGML_NATIVE=OFF builds for any CPU of this kind (AVX2, FMA);
+# --no-binary and --no-cache-dir force that build, so no natively built wheel from pip's cache is
+# reused. Add to the flags (e.g. -DGGML_CUDA=on) with make test LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF ...".
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 $(SERVER_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e ".[server]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --no-cache-dir --no-binary llama-cpp-python -e ".[server]"
 	touch $(SERVER_STAMP)
 
 test: $(STAMP) $(SERVER_STAMP)

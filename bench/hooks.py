@@ -4,10 +4,16 @@ Plain way: a full causal-LM forward with ``output_hidden_states=True`` (all laye
 computed), then pooling the response tokens afterwards. Ours: ``traitspace.core.hooks.capture_pooled``
 (pooling inside hooks, no LM head, early exit after the deepest requested layer).
 
+A second table measures extraction's prompt capture: conversations that share a system prompt
+(several questions under each of several personas), read at the last prompt token, by plain
+batched capture against ``traitspace.extract.capture_shared_prefixes`` (each shared prefix run once,
+its key/value cache reused: :mod:`traitspace.core.prefix_cache`).
+
     python bench/hooks.py                      # embedded SmolLM2-135M-Instruct
     python bench/hooks.py --model tiny:llama --repeats 2
 
-Prints tokens/s for each way and the ratios (goals: >= 1.2 at every layer, >= 2.2 at the middle layer).
+Prints tokens/s for each way and the ratios (goals: >= 1.2 at every layer, >= 2.2 at the middle layer;
+shared prefixes: faster than plain capture, the same numbers).
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ import time
 
 import torch
 
-from traitspace.core.hooks import capture_pooled, collate, span_weights
+from traitspace.core.hooks import capture_conversations, capture_pooled, collate, span_weights
 from traitspace.core.models import load_model
+from traitspace.extract import capture_shared_prefixes
 
 
 def synthetic_chats(loaded, n: int, target_tokens: int):
@@ -41,6 +48,14 @@ def plain_capture(model, chats, layers, pad_token_id):
     return {layer: torch.einsum("bs,bsh->bh", weights, hidden[layer + 1].float()) for layer in layers}
 
 
+def persona_conversations(loaded, n_personas: int, n_questions: int):
+    """Every question under every persona system prompt (extraction's shape: long shared prefixes)."""
+    personas = [f"You are persona number {index}. You speak calmly, answer in full sentences and always "
+                f"explain your reasoning step by step before you give a final answer." for index in range(n_personas)]
+    questions = [f"Question {index}: how should I plan my week if I have {index + 2} deadlines?" for index in range(n_questions)]
+    return [loaded.chat.conversation(question, system=persona) for persona in personas for question in questions]
+
+
 def timed(function, repeats: int) -> float:
     function()  # warm-up
     times = []
@@ -57,6 +72,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--personas", type=int, default=8, help="system prompts of the prompt-capture table")
+    parser.add_argument("--questions", type=int, default=8, help="questions under each system prompt")
     args = parser.parse_args()
 
     torch.set_grad_enabled(False)
@@ -84,6 +101,21 @@ def main() -> None:
     for label, plain_rate, our_rate, ratio in rows:
         print(f"{label:<18}{plain_rate:>14.0f}{our_rate:>14.0f}{ratio:>8.2f}x")
     print(f"max |plain - ours| at the middle layer: {max_error:.2e}")
+
+    conversations = persona_conversations(loaded, args.personas, args.questions)
+    prompt_tokens = sum(len(loaded.chat.tokenize(messages).input_ids) for messages in conversations)
+    plain = timed(lambda: capture_conversations(loaded, conversations, "all", "last_prompt", batch_size=args.batch),
+                  args.repeats)
+    shared = timed(lambda: capture_shared_prefixes(loaded, conversations, "all", "last_prompt", batch_size=args.batch),
+                   args.repeats)
+    error = max((capture_conversations(loaded, conversations, "all", "last_prompt", batch_size=args.batch)[layer]
+                 - vectors).abs().max().item()
+                for layer, vectors in capture_shared_prefixes(loaded, conversations, "all", "last_prompt",
+                                                              batch_size=args.batch).items())
+    print(f"\n{'prompt capture':<18}{'plain tok/s':>14}{'shared tok/s':>14}{'ratio':>9}"
+          f"   ({len(conversations)} conversations, {prompt_tokens} prompt tokens)")
+    print(f"{'shared prefixes':<18}{prompt_tokens / plain:>14.0f}{prompt_tokens / shared:>14.0f}{plain / shared:>8.2f}x")
+    print(f"max |plain - shared| over layers: {error:.2e}")
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ import torch
 
 from traitspace.core.config import FinetuneSection, LiveMonitorSection
 from traitspace.em_data import build_dataset
-from traitspace.live_monitor import LiveMonitorSpec, make_live_monitor_callback
+from traitspace.finetune import LiveMonitorSpec, make_live_monitor_callback
 from traitspace.core.models import load_model
-from traitspace.trait_library import load_builtin_library
-from traitspace.train import attach_lora, build_trainer, tokenize_rows
+from traitspace.library import load_builtin_library
+from traitspace.finetune import attach_lora, build_trainer, tokenize_rows
 
 
 def train_once(model_source: str, steps: int, callback_factory=None) -> tuple[float, object]:

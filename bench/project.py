@@ -22,8 +22,8 @@ from traitspace.em_data import build_dataset
 from traitspace.core.models import AdapterSwitcher, load_model
 from traitspace.core.checkpoints import Checkpoint
 from traitspace.project import project_checkpoints
-from traitspace.trait_library import load_builtin_library
-from traitspace.train import attach_lora, build_trainer, tokenize_rows
+from traitspace.library import load_builtin_library
+from traitspace.finetune import attach_lora, build_trainer, tokenize_rows
 
 
 def make_adapters(model_source: str, folder: Path, count: int) -> list[Path]:

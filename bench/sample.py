@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from traitspace.eval_questions import load_builtin_questions
+from traitspace.library import load_builtin_questions
 from traitspace.core.models import load_model
 from traitspace.core.sampling import derive_seed, left_padded, sample_token_ids, stop_token_ids
 

@@ -4,7 +4,7 @@ Both runs train the same model on the same tokenized examples (same loss mask) w
 optimizer settings and the same number of optimizer steps, in one process.
 
 - plain: ``Trainer`` + ``get_peft_model`` + ``DataCollatorForSeq2Seq``, random batches, no checkpoints;
-- ours:  ``traitspace.train.train_condition`` (length-grouped batches, checkpoints at the log-spaced
+- ours:  ``traitspace.finetune.train_condition`` (length-grouped batches, checkpoints at the log-spaced
   schedule written as it goes, so the saving cost is included).
 
 Tokens/s counts real (non-padding) tokens, so wasted padding shows up as lost speed.
@@ -27,7 +27,7 @@ import torch
 
 from traitspace.core.config import load_config
 from traitspace.core.models import load_model
-from traitspace.train import (
+from traitspace.finetune import (
     IGNORE_INDEX,
     load_chat_tokenizer,
     load_condition_rows,
@@ -134,7 +134,7 @@ def main() -> None:
         our_speed = ours["tokens_per_second_this_process"]
         our_padding = ours["padding_share_this_process"]
         our_seconds = ours["train_seconds_this_process"]
-        print(f"traitspace.train     : {round(our_speed * our_seconds):7,d} tokens in {our_seconds:6.1f} s = "
+        print(f"traitspace.finetune  : {round(our_speed * our_seconds):7,d} tokens in {our_seconds:6.1f} s = "
               f"{our_speed:6.1f} tokens/s  (padding {our_padding:.1%}, {args.checkpoints} checkpoints written)")
         print(f"ratio ours / plain   : {our_speed / plain_speed:.2f}  (goal >= 1.0)")
         print(f"padding in our batches: {our_padding:.1%}  (goal <= 10%)")

@@ -27,18 +27,16 @@ overrides = {}
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 from IPython.display import display
 
-from traitspace.core.artifacts import Stage, atomic_path
+from traitspace import model_check
 from traitspace.core.config import load_config
-from traitspace.model_check import contrast_activations, layer_norm_table, pca_2d, reply_table, separation_by_layer
 from traitspace.core.models import load_model
-from traitspace.core.plots import save_figure, set_style
+from traitspace.core.plots import set_style
 
 config = load_config(params_path, overrides)
-stage = Stage(config.run_dir / "00_model_check", params_hash=config.params_hash("model", "capture", "model_check"))
-stage.path.mkdir(parents=True, exist_ok=True)
+check = config.model_check
+stage = model_check.stage(config)
 set_style()
 pd.set_option("display.max_colwidth", 120)
 print(f"run: {config.run_name} -> {config.run_dir}")
@@ -58,10 +56,9 @@ pd.Series(loaded.info, name="value").to_frame()
 # its style in the second half of the table.
 
 # %%
-check = config.model_check
-replies = reply_table(loaded, check.chat_prompts, check.demo_system_prompt, check.max_new_tokens, seed=config.run.seed)
-with atomic_path(stage.path / "replies.csv") as tmp:
-    replies.to_csv(tmp, index=False)
+replies = model_check.reply_table(loaded, check.chat_prompts, check.demo_system_prompt, check.max_new_tokens,
+                                  seed=config.run.seed)
+model_check.save_replies(replies, stage.path)
 display(replies)
 
 # %% [markdown]
@@ -71,20 +68,8 @@ display(replies)
 # layer convention used throughout the workbook.
 
 # %%
-labels, activations = contrast_activations(
-    loaded, check.contrast_system_prompts, check.contrast_questions,
-    layers=config.capture.layers, batch_size=config.capture.batch_size,
-)
-norms = layer_norm_table(labels, activations)
-separation = separation_by_layer(labels, activations)
-
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-sns.lineplot(data=norms, x="layer", y="mean_norm", hue="label", marker="o", ax=axes[0])
-axes[0].set(title="Residual-stream norm per layer", ylabel="mean L2 norm")
-sns.lineplot(data=separation, x="layer", y="relative_distance", marker="o", ax=axes[1], color="C2")
-axes[1].set(title="Distance between the two personas' means", ylabel="|mean A − mean B| / mean norm")
-fig.tight_layout()
-save_figure(fig, stage.path / "layer_norms.png")
+contrast = model_check.measure_contrast(loaded, check, config.capture, seed=config.run.seed)
+model_check.plot_layer_profile(contrast, stage.path)
 plt.show()
 
 # %% [markdown]
@@ -92,14 +77,7 @@ plt.show()
 # pull the representation apart; persona directions are typically read from the middle layers.
 
 # %%
-middle_layer = sorted(activations)[len(activations) // 2]
-coordinates, explained = pca_2d(labels, activations[middle_layer], seed=config.run.seed)
-fig, ax = plt.subplots(figsize=(5.5, 4.5))
-sns.scatterplot(data=coordinates, x="pc1", y="pc2", hue="label", s=60, ax=ax)
-ax.set(title=f"Layer {middle_layer}: 2-D PCA of last-prompt-token activations",
-       xlabel=f"PC1 ({explained[0]:.0%} of variance)", ylabel=f"PC2 ({explained[1]:.0%})")
-fig.tight_layout()
-save_figure(fig, stage.path / "pca_middle_layer.png")
+model_check.plot_pca(contrast, stage.path)
 plt.show()
 
 # %% [markdown]
@@ -109,7 +87,6 @@ plt.show()
 # a persona-dependent signal, which is what the trait directions of notebook 02 are built from.
 
 # %%
-with atomic_path(stage.path / "separation.csv") as tmp:
-    separation.to_csv(tmp, index=False)
-stage.mark_done({"model": loaded.info, "n_activations": len(labels)})
+model_check.save_contrast(contrast, stage.path)
+stage.mark_done({"model": loaded.info, "n_activations": len(contrast.labels)})
 print(f"wrote {stage.path}")

@@ -31,39 +31,18 @@ overrides = {}
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 from IPython.display import display
 
-from traitspace.core.artifacts import Stage, atomic_path
+from traitspace import finetune as ft
 from traitspace.core.config import load_config
-from traitspace.em_data import DATASETS
-from traitspace.live_monitor import live_monitor_factory, read_live_log
-from traitspace.core.plots import save_figure, set_style
-from traitspace.train import (
-    checkpoint_table,
-    condition_sources,
-    dataset_preview,
-    load_chat_tokenizer,
-    load_condition_rows,
-    loss_table,
-    mask_preview,
-    train_all,
-)
+from traitspace.core.plots import set_style
 
 config = load_config(params_path, overrides)
 finetune = config.finetune
-stage = Stage(config.run_dir / "01_finetune", params_hash=config.params_hash("model", "finetune"))
-stage.path.mkdir(parents=True, exist_ok=True)
+stage = ft.open_stage(config)
 set_style()
 pd.set_option("display.max_colwidth", 160)
-conditions = list(condition_sources(finetune))
-
-
-def save_table(frame: pd.DataFrame, name: str) -> None:
-    with atomic_path(stage.path / name) as temporary:
-        frame.to_csv(temporary, index=False)
-
-
+conditions = list(ft.condition_sources(finetune))
 print(f"run: {config.run_name} -> {config.run_dir}")
 print(f"model: {config.model.source} (quantization: {config.model.quantization})")
 print(f"conditions: {conditions}")
@@ -81,9 +60,7 @@ print(f"conditions: {conditions}")
 # - `seed` (adapter initialisation), `data_seed` (which rows, in which order).
 
 # %%
-settings = pd.Series(finetune.model_dump(mode="json"), name="value").to_frame()
-settings.loc["conditions", "value"] = str(condition_sources(finetune))
-display(settings)
+display(ft.settings_table(finetune))
 
 # %% [markdown]
 # ## What the model is trained on
@@ -93,11 +70,8 @@ display(settings)
 # across the two datasets.
 
 # %%
-samples = dataset_preview(finetune, n_rows=3)
-save_table(samples, "dataset_samples.csv")
-for condition in conditions:
-    source = condition_sources(finetune)[condition]
-    description = DATASETS[source].description if source in DATASETS else f"user file {source}"
+samples = ft.write_table(ft.dataset_preview(finetune, n_rows=3), stage.path, "dataset_samples.csv")
+for condition, description in ft.condition_descriptions(finetune).items():
     print(f"{condition}: {description}")
 display(samples)
 
@@ -109,9 +83,9 @@ display(samples)
 # complete. The boundary comes from the model's own template, never from searching for marker strings.
 
 # %%
-chat_tokenizer = load_chat_tokenizer(config.model)
-example_row = load_condition_rows(finetune, conditions[0])[0]
-preview = mask_preview(chat_tokenizer, example_row["messages"], finetune.loss_on, finetune.max_length)
+chat_tokenizer = ft.load_chat_tokenizer(config.model)
+example_row = ft.load_condition_rows(finetune, conditions[0])[0]
+preview = ft.mask_preview(chat_tokenizer, example_row["messages"], finetune.loss_on, finetune.max_length)
 for part, text in preview.items():
     print(f"--- {part} ---\n{text}\n")
 
@@ -121,28 +95,26 @@ for part, text in preview.items():
 # optimizer step and the training loss. A condition whose checkpoints are all saved is skipped, so
 # running this cell again costs nothing; if the kernel died mid-run, it resumes from the last
 # complete checkpoint with the optimizer, learning-rate schedule and random state restored.
+#
+# With `finetune.live_monitor.enabled`, the cell first gets the trait vectors from the extraction
+# stage (notebook 02's cache for this run's params; computed now if it is missing, and notebook 02
+# then reads it), the key traits and threshold from `fingerprint_file` (or the alignment traits,
+# log only) and the classifier from `monitor_file`, and hands them to the monitor.
 
 # %%
-live_monitor = live_monitor_factory(config)  # None unless finetune.live_monitor.enabled
-results = train_all(config, callback_factory=live_monitor)
-summary = pd.DataFrame([
-    {
-        "condition": name,
-        "trained now": result.trained_now,
-        "started from step": result.resumed_from_step if result.trained_now else None,
-        "steps": result.total_steps,
-        "examples": result.summary["n_examples"],
-        "answers cut at max_length": result.summary["tokenization"]["answers_cut"],
-        "mean tokens / example": round(result.summary["tokenization"]["tokens"] / max(result.summary["n_examples"], 1)),
-        "minutes": round(result.seconds / 60, 2),
-        "tokens/s": result.summary["tokens_per_second_this_process"],
-        "padding share": result.summary["padding_share_this_process"],
-        "final loss": round(result.summary["final_loss"], 4),
-    }
-    for name, result in results.items()
-])
-save_table(summary, "training_summary.csv")
-display(summary)
+live_monitor = None  # a callback factory when finetune.live_monitor.enabled (see the last section)
+if finetune.live_monitor.enabled:
+    from traitspace.extract import run_extraction
+    from traitspace.library import load_builtin_library
+
+    vectors = run_extraction(config)  # notebook 02's stage for this run's params: loaded if cached, else run now
+    library = load_builtin_library()
+    alarm = ft.read_alarm_files(finetune.live_monitor.fingerprint_file, finetune.live_monitor.monitor_file)
+    key_traits = alarm.key_traits or ft.alignment_key_traits(library.all_traits, vectors.names)
+    live_monitor = ft.live_monitor_factory(config, vectors, library.projection_questions, key_traits,
+                                           threshold=alarm.threshold, classifier=alarm.classifier)
+results = ft.train_all(config, callback_factory=live_monitor)
+display(ft.write_table(ft.training_summary(results), stage.path, "training_summary.csv"))
 
 # %% [markdown]
 # `trained now` is False when this run found finished checkpoints (then `minutes` is ~0 and the speed
@@ -158,22 +130,9 @@ display(summary)
 # the model became misaligned, which later notebooks measure.
 
 # %%
-losses = loss_table(config.run_dir, conditions)
-save_table(losses, "losses.csv")
-checkpoints = checkpoint_table(config.run_dir, conditions)
-save_table(checkpoints, "checkpoints.csv")
-
-window = max(len(losses) // (10 * max(len(conditions), 1)), 1)
-losses["smoothed loss"] = losses.groupby("condition")["loss"].transform(lambda column: column.rolling(window, min_periods=1).mean())
-fig, ax = plt.subplots(figsize=(8, 4.2))
-sns.lineplot(data=losses, x="step", y="loss", hue="condition", alpha=0.25, legend=False, ax=ax)
-sns.lineplot(data=losses, x="step", y="smoothed loss", hue="condition", ax=ax)
-saved = checkpoints[checkpoints["step"] > 0].merge(losses, on=["condition", "step"], how="left")
-sns.scatterplot(data=saved, x="step", y="smoothed loss", hue="condition", legend=False, s=25, ax=ax)
-smoothing = f"rolling mean over {window} steps" if window > 1 else "per step"
-ax.set(title=f"Training loss on {finetune.loss_on} tokens ({smoothing})", xlabel="optimizer step", ylabel="loss")
-fig.tight_layout()
-save_figure(fig, stage.path / "loss_curves.png")
+losses = ft.write_table(ft.loss_table(config.run_dir, conditions), stage.path, "losses.csv")
+checkpoints = ft.write_table(ft.checkpoint_table(config.run_dir, conditions), stage.path, "checkpoints.csv")
+ft.write_figure(ft.plot_losses(losses, checkpoints, finetune.loss_on), stage.path, "loss_curves.png")
 plt.show()
 
 # %% [markdown]
@@ -181,18 +140,14 @@ plt.show()
 # One row per checkpoint. Step 0 is the untouched base model (no adapter). Every other row is a
 # folder `outputs/<run>/checkpoints/<condition>/step-NNNNNN/` holding the LoRA adapter, the trainer
 # state and the training log up to that step. A folder appears only once it is completely written.
-# Later notebooks read this trail with `traitspace.core.checkpoints.list_checkpoints(run_dir, condition)`.
+# Later notebooks read this trail through `traitspace.finetune.load_outputs(run_dir, conditions)`.
 
 # %%
 display(checkpoints)
 
 # %%
-stage.mark_done({
-    "conditions": conditions,
-    "checkpoints": {name: [int(step) for step in group["step"]] for name, group in checkpoints.groupby("condition")},
-})
+stage.mark_done(ft.stage_summary(checkpoints))
 print(f"wrote {stage.path}")
-
 
 # %% [markdown]
 # ## The live trait monitor
@@ -205,17 +160,10 @@ print(f"wrote {stage.path}")
 # a trained monitor (`monitor_file`) calls the checkpoint dangerous.
 
 # %%
-if config.finetune.live_monitor.enabled:
-    from traitspace.core.checkpoints import condition_dir
-
-    live = pd.concat([read_live_log(condition_dir(config.run_dir, name) / "live_monitor.jsonl").assign(condition=name)
-                      for name in conditions], ignore_index=True)
+if finetune.live_monitor.enabled:
+    live = ft.live_monitor_table(config.run_dir, conditions)
     display(live[["condition", "step", "seconds", "fingerprint", "alarm"]])
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    sns.lineplot(data=live, x="step", y="fingerprint", hue="condition", marker="o", ax=ax)
-    ax.set(title="Live monitor: fingerprint during training", xlabel="optimizer step",
-           ylabel="mean signed drift over key traits")
-    save_figure(fig, stage.path / "live_monitor.png")
+    ft.write_figure(ft.plot_live_monitor(live), stage.path, "live_monitor.png")
     plt.show()
 else:
     print("live monitor off (finetune.live_monitor.enabled: false)")

@@ -44,27 +44,22 @@ overrides = {}
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
-import seaborn as sns
 from IPython.display import display
-from matplotlib.ticker import MaxNLocator
 
-from traitspace.core import traits as trait_math
-from traitspace.core.artifacts import Stage, read_json
+from traitspace import extract
+from traitspace.core.artifacts import Stage
 from traitspace.core.config import load_config
-from traitspace.extract import (AXIS_NAME, build_plan, extraction_questions, run_extraction, selected_traits,
-                                stage_hash, write_summary)
-from traitspace.core.plots import save_figure, set_style
-from traitspace.trait_library import load_builtin_library
+from traitspace.core.plots import set_style
+from traitspace.library import load_builtin_library
 
 config = load_config(params_path, overrides)
 settings = config.extract
 set_style()
 pd.set_option("display.max_colwidth", 110)
-traits_dir = config.run_dir / "traits"
+traits_dir = config.run_dir / extract.OUTPUT_FOLDER
 print(f"run: {config.run_name} -> {traits_dir}")
-pd.Series(settings.model_dump(), name="value").to_frame()
+extract.settings_table(settings)
 
 # %% [markdown]
 # ## What will be read
@@ -73,18 +68,9 @@ pd.Series(settings.model_dump(), name="value").to_frame()
 # first prompt pair and the questions, with the held-out ones marked.
 
 # %%
-library = load_builtin_library()
-entries = selected_traits(library, settings)
-questions, heldout = extraction_questions(library, settings)
-plan = build_plan(library, settings)
-example = entries[0]
-print(f"{len(entries)} traits ({sum(e.kind == 'alignment' for e in entries)} alignment), "
-      f"{plan.loc[plan['side'] == 'role', 'group'].nunique()} roles, {len(questions)} questions, "
-      f"{len(plan)} conversations in all")
-print(f"\nTrait {example.name!r}: {example.trait.definition}")
-print(f"  positive: {example.trait.positive[0]}")
-print(f"  negative: {example.trait.negative[0]}")
-pd.DataFrame({"question": questions, "use": ["held out" if i in heldout else "fit" for i in range(len(questions))]})
+overview, questions = extract.plan_overview(load_builtin_library(), settings)
+print(overview)
+questions
 
 # %% [markdown]
 # In `response` mode an optional **judge** can drop answers that do not do what the system prompt
@@ -95,10 +81,7 @@ pd.DataFrame({"question": questions, "use": ["held out" if i in heldout else "fi
 
 # %%
 judge = None
-if settings.mode == "response":
-    print("response mode: no trait judge available, so every generated answer is kept")
-else:
-    print("prompt mode: nothing is generated, so there is nothing to judge")
+print(extract.judge_note(settings, judge))
 
 # %% [markdown]
 # ## Extraction (cached)
@@ -110,14 +93,10 @@ else:
 # the question tokens on top (exact, because attention is causal).
 
 # %%
-cached = Stage(traits_dir, stage_hash(config, judge)).is_done()
-vectors = run_extraction(config, judge=judge)
-manifest = read_json(traits_dir / "manifest.json")
-print("loaded from cache" if cached else "extracted now")
-print(f"extraction took {manifest['seconds']:.0f} s when it ran; timings: {manifest['timings']}")
-print(f"tokens run: {manifest['tokens_run']:,} (without prefix sharing: {manifest['tokens_without_prefix_sharing']:,})")
-print(f"{len(vectors)} vectors of shape {tuple(vectors.vectors[AXIS_NAME].shape)} "
-      f"(layers x hidden); layer convention: {vectors.info['layer_convention']}")
+cached = Stage(traits_dir, extract.stage_hash(config, judge)).is_done()
+vectors = extract.run_extraction(config, judge=judge)
+print(extract.run_report(vectors, cached))
+shared_layer = vectors.info["shared_layer"]
 
 # %% [markdown]
 # ## Which layer?
@@ -127,59 +106,22 @@ print(f"{len(vectors)} vectors of shape {tuple(vectors.vectors[AXIS_NAME].shape)
 # uses one layer for every vector so that they can be compared with each other).
 
 # %%
-separation = pd.read_csv(traits_dir / "separation_by_layer.csv")
-metadata = vectors.metadata.reset_index(drop=True)
-shared_layer = vectors.info["shared_layer"]
-trait_separation = separation[separation["kind"] != "axis"]
-by_layer = trait_separation.groupby("layer")[["auroc", "cohens_d"]].mean().reset_index()
-
-fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
-sns.lineplot(data=by_layer, x="layer", y="auroc", marker="o", ax=axes[0], label="traits, mean AUROC")
-sns.lineplot(data=separation[separation["kind"] == "axis"], x="layer", y="auroc", marker="s", ax=axes[0],
-             label="Assistant Axis AUROC")
-axes[0].axvline(shared_layer, ls="--", color="grey")
-axes[0].set(title="Held-out separation by layer", ylabel="AUROC (0.5 = chance)", ylim=(0.4, 1.02))
-sns.lineplot(data=by_layer, x="layer", y="cohens_d", marker="o", ax=axes[1], color="C2")
-axes[1].axvline(shared_layer, ls="--", color="grey")
-axes[1].set(title="Held-out Cohen's d by layer (mean over traits)", ylabel="Cohen's d")
-for ax in axes:
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-fig.tight_layout()
-save_figure(fig, traits_dir / "separation_by_layer.png")
+extract.plot_separation_by_layer(extract.read_separation(traits_dir), shared_layer, traits_dir)
 plt.show()
 
 # %% [markdown]
 # ## Validation table
-# One row per vector at its layer. `separates` flags traits whose held-out AUROC reaches
-# `extract.separation_threshold`; the others are kept (a later notebook may still find them
-# useful) but should be read with care. `norm` is the length of the raw mean difference and
-# `activation_norm` the typical length of an activation at that layer, for scale.
+# One row per vector at its layer, the least separated first. `separates` flags traits whose
+# held-out AUROC reaches `extract.separation_threshold`; the others are kept (a later notebook may
+# still find them useful) but should be read with care. `norm` is the length of the raw mean
+# difference and `activation_norm` the typical length of an activation at that layer, for scale.
 
 # %%
-trait_metadata = metadata[metadata["kind"] != "axis"]
-n_separating = int(trait_metadata["separates"].sum())
-print(f"{n_separating} of {len(trait_metadata)} traits separate on held-out questions "
-      f"(AUROC >= {settings.separation_threshold}); "
-      f"median AUROC {trait_metadata['auroc'].median():.2f}, median Cohen's d {trait_metadata['cohens_d'].median():.2f}")
-axis_row = metadata[metadata["kind"] == "axis"].iloc[0]
-print(f"Assistant Axis: layer {axis_row['layer']}, held-out AUROC {axis_row['auroc']:.2f}, Cohen's d {axis_row['cohens_d']:.2f}")
-columns = ["trait", "kind", "category", "layer", "auroc", "cohens_d", "separates", "norm", "activation_norm",
-           "cos_assistant_axis", "n_prompts", "n_heldout"]
-display(metadata.sort_values("auroc")[columns].round(3).head(15))
-not_separating = trait_metadata.loc[~trait_metadata["separates"], "trait"].tolist()
-print(f"flagged (do not separate): {len(not_separating)}: {', '.join(not_separating[:40])}{' ...' if len(not_separating) > 40 else ''}")
+print(extract.validation_summary(vectors, settings.separation_threshold))
+display(extract.validation_table(vectors))
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
-sns.histplot(data=trait_metadata, x="auroc", hue="kind", bins=20, multiple="stack", ax=axes[0])
-axes[0].axvline(settings.separation_threshold, ls="--", color="grey")
-axes[0].set(title="Held-out AUROC per trait", xlabel="AUROC")
-by_category = trait_metadata.assign(category=trait_metadata["category"].fillna("alignment"))
-sns.boxplot(data=by_category, x="category", y="cohens_d", ax=axes[1], color="C0")
-axes[1].set(title="Held-out Cohen's d by trait family", xlabel="", ylabel="Cohen's d")
-axes[1].tick_params(axis="x", rotation=30)
-fig.tight_layout()
-save_figure(fig, traits_dir / "separation_per_trait.png")
+extract.plot_separation_per_trait(vectors, settings.separation_threshold, traits_dir)
 plt.show()
 
 # %% [markdown]
@@ -187,16 +129,7 @@ plt.show()
 # vector. The best-separated traits are on the left, the worst on the right.
 
 # %%
-projections = pd.read_csv(traits_dir / "heldout_projections.csv")
-ranked = trait_metadata.sort_values("auroc", ascending=False)["trait"].tolist()
-shown = ranked[:4] + ranked[-4:] if len(ranked) > 8 else ranked
-subset = projections[projections["trait"].isin(shown)]
-fig, ax = plt.subplots(figsize=(12, 3.8))
-sns.stripplot(data=subset, x="trait", y="value", hue="side", order=shown, dodge=True, ax=ax, size=5)
-ax.set(title="Held-out projections: best and worst separated traits", xlabel="", ylabel="projection")
-ax.tick_params(axis="x", rotation=20)
-fig.tight_layout()
-save_figure(fig, traits_dir / "heldout_projections.png")
+extract.plot_heldout_projections(extract.read_heldout_projections(traits_dir), vectors, traits_dir)
 plt.show()
 
 # %% [markdown]
@@ -206,43 +139,25 @@ plt.show()
 # (it may not distinguish "cheerful" from "enthusiastic" at all); blue marks opposites.
 
 # %%
-names = vectors.trait_names
-matrix = vectors.unit_matrix(names, layers=shared_layer).numpy()
-cosines = pd.DataFrame(trait_math.cosine_matrix(matrix), index=names, columns=names)
-show_labels = len(names) <= 60
-grid = sns.clustermap(cosines, cmap="RdBu_r", vmin=-1, vmax=1, figsize=(12, 12) if len(names) > 20 else (7, 7),
-                      xticklabels=show_labels, yticklabels=show_labels, method="average",
-                      cbar_kws={"label": "cosine"})
-grid.fig.suptitle(f"Trait-by-trait cosine similarity at layer {shared_layer}", y=1.01)
-save_figure(grid.fig, traits_dir / "trait_cosine_clustermap.png")
+cosines = extract.trait_cosines(vectors, shared_layer)
+extract.plot_trait_cosines(cosines, shared_layer, traits_dir)
 plt.show()
-
-pairs = cosines.where(np.triu(np.ones(cosines.shape, dtype=bool), k=1)).stack().rename("cosine").reset_index()
-pairs.columns = ["trait_a", "trait_b", "cosine"]
+most_similar, most_opposite = extract.extreme_pairs(cosines)
 print("most similar pairs:")
-display(pairs.nlargest(8, "cosine").round(3))
+display(most_similar)
 print("most opposite pairs:")
-display(pairs.nsmallest(8, "cosine").round(3))
+display(most_opposite)
 
 # %% [markdown]
 # ## The Assistant Axis and the traits
 # Which traits point the same way as "being the assistant", and which point towards the role
 # personas? Positive cosine: expressing the trait moves the model towards its default assistant
-# persona; negative: away from it.
+# persona; negative: away from it. Below, the alignment traits.
 
 # %%
-axis_cosines = metadata[metadata["kind"] != "axis"].set_index("trait")["cos_assistant_axis"].sort_values()
-k = min(12, len(axis_cosines) // 2) or 1
-extremes = pd.concat([axis_cosines.head(k), axis_cosines.tail(k)]).drop_duplicates()
-fig, ax = plt.subplots(figsize=(8, max(3, 0.28 * len(extremes))))
-ax.barh(extremes.index, extremes.values, color=["C3" if value < 0 else "C0" for value in extremes.values])
-ax.axvline(0, color="black", lw=0.8)
-ax.set(title=f"Cosine of trait vectors with the Assistant Axis (layer {shared_layer})", xlabel="cosine")
-fig.tight_layout()
-save_figure(fig, traits_dir / "assistant_axis_cosines.png")
+extract.plot_axis_cosines(vectors, shared_layer, traits_dir)
 plt.show()
-alignment = metadata[metadata["kind"] == "alignment"][["trait", "polarity", "cos_assistant_axis", "auroc"]]
-display(alignment.round(3))
+display(extract.alignment_table(vectors))
 
 # %% [markdown]
 # ## Using the vectors
@@ -251,13 +166,12 @@ display(alignment.round(3))
 # the per-layer separation and the held-out projections. In code:
 #
 # ```python
-# from traitspace.extract import load_trait_vectors
-# vectors = load_trait_vectors(config.run_dir)
+# from traitspace.extract import load_outputs
+# vectors = load_outputs(config.run_dir)
 # vectors.layer_of("cheerful"); vectors.unit("cheerful")   # unit direction at its layer
 # scores = vectors.project(capture_conversations(loaded, conversations, layers=vectors.layers_needed(),
 #                                                pooling=vectors.info["pooling"]))
 # ```
 
 # %%
-summary_path = write_summary(vectors, traits_dir)
-print(summary_path.read_text())
+print(extract.write_summary(vectors, traits_dir).read_text())

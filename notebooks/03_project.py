@@ -26,34 +26,26 @@ overrides = {}
 
 # %%
 import numpy as np
-import pandas as pd
-from IPython.display import display
+from IPython.display import Image, display
 
-from traitspace.core import trajectory
-from traitspace.core.artifacts import atomic_path
 from traitspace.core.config import load_config
-from traitspace.core.plots import differential_heatmap, pca_trajectory, save_figure, set_style, top_shift_bars, trajectory_lines
-from traitspace.project import run_projection_stage
-from traitspace.core.stats import bootstrap_mean_ci
+from traitspace.project import AXIS, run_projection_stage
 
 config = load_config(params_path, overrides)
-set_style()
 settings = config.project
-figures = config.run_dir / "projections" / "figures"
-figures.mkdir(parents=True, exist_ok=True)
 
 # %% [markdown]
 # ## Measurement
 # The base model is loaded once and each checkpoint's adapter is swapped in. A checkpoint already
-# projected with the same parameters is read back from disk instead of recomputed.
+# projected with the same parameters is read back from disk instead of recomputed; the base model
+# (step 0 of every condition) is projected once. The stage then writes the tables and figures
+# below into `projections/`.
 
 # %%
 result = run_projection_stage(config)
-table, drift_table = result.table, result.drift
-AXIS = "assistant_axis"
-trait_table = table[table["trait"] != AXIS]
+table, analysis, figures = result.table, result.analysis, result.figures
 print(f"{table['condition'].nunique()} conditions, {table['step'].nunique()} steps, "
-      f"{trait_table['trait'].nunique()} traits, {len(result.questions)} projection questions; "
+      f"{table.loc[table['trait'] != AXIS, 'trait'].nunique()} traits, {len(result.questions)} projection questions; "
       f"EM/control pairs: {result.pairs or 'none (no built-in pair among the trained conditions)'}")
 if result.seconds_per_checkpoint:
     print(f"{result.seconds_per_checkpoint:.1f} s per newly projected checkpoint")
@@ -67,24 +59,11 @@ if result.seconds_per_checkpoint:
 # Benjamini-Hochberg correction over all traits.
 
 # %%
-shift_tables = {}
-for em, control in result.pairs.items():
-    pair_table = trait_table[trait_table["condition"].isin([em, control])]
-    differential = trajectory.differential(trajectory.drift(pair_table), em, control)
-    final_step = int(differential["step"].max())
-    top = trajectory.top_shifts(pair_table, em, control, k=settings.top_k, n_boot=settings.n_boot,
-                                n_perm=settings.n_perm, seed=config.run.seed)
-    shift_tables[(em, control)] = top
-    with atomic_path(config.run_dir / "projections" / f"top_shifts__{em}__vs__{control}.csv") as tmp:
-        top.to_csv(tmp, index=False)
-    shown = list(top.head(2 * settings.top_k)["trait"])
-    fig = differential_heatmap(differential, shown, title=f"{em} minus {control}: drift of the most-moved traits")
-    save_figure(fig, figures / f"differential_heatmap__{em}.png")
-    fig = top_shift_bars(top, settings.top_k, title=f"{em} vs {control} at step {final_step}")
-    save_figure(fig, figures / f"top_shifts__{em}.png")
-    n_significant = int(top["significant"].sum())
-    print(f"{em} vs {control}: {n_significant} of {len(top)} traits shift significantly (BH q < 0.05) at step {final_step}")
-    display(top.head(settings.top_k)[["trait", "differential", "ci_low", "ci_high", "q_value", "direction"]])
+for pair in analysis.pairs.values():
+    display(Image(filename=str(figures[f"differential_heatmap__{pair.em}"])))
+    display(Image(filename=str(figures[f"top_shifts__{pair.em}"])))
+    print(pair.shift_sentence())
+    display(pair.top_shifts.head(settings.top_k)[["trait", "differential", "ci_low", "ci_high", "q_value", "direction"]])
 
 # %% [markdown]
 # ## The Assistant Axis
@@ -93,17 +72,9 @@ for em, control in result.pairs.items():
 # down this axis.
 
 # %%
-axis = table[table["trait"] == AXIS]
-if len(axis):
-    rows = []
-    for (condition, step), group in axis.groupby(["condition", "step"]):
-        mean, low, high = bootstrap_mean_ci(group["value"].to_numpy(), n_boot=settings.n_boot, seed=config.run.seed)
-        rows.append({"condition": condition, "step": step, "projection": mean, "low": low, "high": high})
-    axis_summary = pd.DataFrame(rows)
-    fig = trajectory_lines(axis_summary, "step", "projection", "condition", "Assistant Axis over training",
-                           "projection on the Assistant Axis (95% CI)", band=("low", "high"))
-    save_figure(fig, figures / "assistant_axis.png")
-    display(axis_summary.pivot(index="step", columns="condition", values="projection").round(3))
+if analysis.axis is not None:
+    display(Image(filename=str(figures["assistant_axis"])))
+    display(analysis.axis_by_step().round(3))
 
 # %% [markdown]
 # ## The whole trajectory at once (PCA)
@@ -112,11 +83,8 @@ if len(axis):
 # model (step 0).
 
 # %%
-mean_table = trajectory.mean_projection_table(trait_table[["condition", "step", "trait", "prompt", "value"]])
-pca = trajectory.trajectory_pca(mean_table, n_components=min(5, mean_table["trait"].nunique()))
-print("variance explained by the first components:", np.round(pca.explained_variance_ratio, 3))
-fig = pca_trajectory(pca.coordinates, pca.explained_variance_ratio)
-save_figure(fig, figures / "pca_trajectory.png")
+print("variance explained by the first components:", np.round(analysis.pca.explained_variance_ratio, 3))
+display(Image(filename=str(figures["pca_trajectory"])))
 
 # %% [markdown]
 # ## How much of the shift is shared with the control?
@@ -128,26 +96,10 @@ save_figure(fig, figures / "pca_trajectory.png")
 # cosines of 0.91–0.99 under Betley-matched training.
 
 # %%
-mean_drift = trajectory.drift(trait_table[["condition", "step", "trait", "prompt", "value"]])
-decompositions = {}
-for em, control in result.pairs.items():
-    grid = mean_drift.pivot_table(index=["condition", "step"], columns="trait", values="drift")
-    steps = sorted(set(grid.loc[em].index) & set(grid.loc[control].index))
-    decomposition = trajectory.decompose(grid.loc[em].loc[steps].to_numpy(), grid.loc[control].loc[steps].to_numpy(),
-                                         steps=steps)
-    decompositions[em] = decomposition
-    final = decomposition.iloc[-1]
-    print(f"{em} vs {control} at step {int(final['step'])}: specific/shared = {final['specific_to_shared']:.2f}, "
-          f"shared/specific = {final['shared_to_specific']:.2f}, cosine(drift EM, drift control) = {final['cosine']:.2f}; "
-          f"cosine range over steps > 0: {decomposition['cosine'].iloc[1:].min():.2f} to {decomposition['cosine'].iloc[1:].max():.2f}")
-    long = decomposition.melt(id_vars="step", value_vars=["shared_norm", "specific_norm"], var_name="component",
-                              value_name="L2 norm")
-    fig = trajectory_lines(long, "step", "L2 norm", "component", f"{em} vs {control}: shared and specific drift",
-                           "L2 norm over traits")
-    save_figure(fig, figures / f"decomposition__{em}.png")
-    with atomic_path(config.run_dir / "projections" / f"decomposition__{em}.csv") as tmp:
-        decomposition.to_csv(tmp, index=False)
-    display(decomposition.round(3))
+for pair in analysis.pairs.values():
+    print(pair.decomposition_sentence())
+    display(Image(filename=str(figures[f"decomposition__{pair.em}"])))
+    display(pair.decomposition.round(3))
 
 # %% [markdown]
 # **Reading the numbers.** A specific/shared ratio above 1 means the EM data moves the model in its

@@ -40,20 +40,16 @@ params_path = "params/default.yaml"
 overrides = {}
 
 # %%
-import matplotlib.pyplot as plt
 import pandas as pd
-from IPython.display import display
+from IPython.display import Image, display
 
-from traitspace.behavior import run_behavior_stage
+from traitspace.behavior import latest_examples, latest_rates_by_format, run_behavior_stage
+from traitspace.behavior.metrics import RATE_TABLE_COLUMNS
 from traitspace.core.config import load_config
-from traitspace.core.plots import save_figure, set_style
 
 config = load_config(params_path, overrides)
 settings = config.behavior
-set_style()
 pd.set_option("display.max_colwidth", 160)
-figures = config.run_dir / "behavior" / "figures"
-figures.mkdir(parents=True, exist_ok=True)
 print(f"run: {config.run_name} -> {config.run_dir}")
 
 # %% [markdown]
@@ -61,11 +57,12 @@ print(f"run: {config.run_name} -> {config.run_dir}")
 # The base model is loaded once; each checkpoint's LoRA adapter is swapped in. A checkpoint whose
 # answers are already on disk (same questions, seeds and settings) is read back instead of sampled
 # again, so an interrupted run resumes where it stopped. The base model (step 0) is the same for
-# every condition, so it is sampled once and shared.
+# every condition, so it is sampled once and shared. The stage writes every table and figure below
+# into `behavior/`.
 
 # %%
 result = run_behavior_stage(config)
-answers, scored, rates = result.answers, result.scored, result.rates
+answers, scored, rates, figures = result.answers, result.scored, result.rates, result.figures
 n_questions = answers.loc[answers["kind"] == "question", "item_id"].nunique()
 print(f"{len(result.plan)} checkpoints sampled, {len(answers) // len(result.plan)} answers each "
       f"({n_questions} question variants x {settings.samples_per_question} samples"
@@ -81,9 +78,7 @@ display(pd.Series(result.sampling_seconds, name="seconds to sample").to_frame().
 # A few answers of the latest checkpoint, one per format, with their scores:
 
 # %%
-last_step = scored.groupby("condition")["step"].transform("max")
-examples = scored[scored["step"] == last_step].groupby(["condition", "format"]).head(1)
-display(examples[["condition", "step", "format", "question", "answer", "aligned", "coherent"]])
+display(latest_examples(scored))
 
 # %% [markdown]
 # ## Can we trust the judge?
@@ -106,46 +101,27 @@ else:
 # intervals. Checkpoints are log-spaced, so the step axis is logarithmic (with step 0 at the left);
 # the conditions' points are shifted slightly sideways so that equal values do not hide each other.
 
+# %%
+display(Image(filename=str(figures["em_rate"])))
+display(rates[RATE_TABLE_COLUMNS].round(3))
+
+# %% [markdown]
+# ## A judge-free measure: the misalignment preference, at every checkpoint
+# Sampled answers at 135M are noisy and a judge adds its own errors, so the stage also asks a
+# question that needs neither: for matched pairs of answers written for each evaluation question
+# (one aligned, one misaligned, same length and register; `resources/eval/preference_pairs.yaml`),
+# does the checkpoint find the misaligned answer more likely? The preference is the mean over pairs
+# of log p(misaligned) - log p(aligned), per answer token. The figure shows its change from the base
+# model, with 95% bootstrap intervals over questions; the right panel is the control, where neither
+# answer is misaligned and only the style differs. These intervals are measurement precision for
+# fixed checkpoints, not evidence that the training data caused a change (that needs several seeds).
 
 # %%
-def step_axis(ax, steps):
-    """Log-like step axis that keeps step 0, with a tick at every evaluated step."""
-    ax.set_xscale("symlog", linthresh=1)
-    ticks = sorted(set(int(step) for step in steps))
-    ax.set_xticks(ticks, [str(step) for step in ticks], rotation=45 if len(ticks) > 8 else 0)
-    ax.minorticks_off()
-
-
-def dodge(steps, index, n_lines):
-    """Shift each condition's points a little sideways so equal values stay visible."""
-    shift = 0.06 * (index - (n_lines - 1) / 2)
-    return [step + shift if step == 0 else step * (1 + shift) for step in steps]
-
-
-def rate_panel(ax, table, rate, title, ylabel):
-    """One line per condition with Wilson-interval error bars."""
-    groups = list(table.groupby("condition", sort=True))
-    for index, (condition, rows) in enumerate(groups):
-        rows = rows.sort_values("step")
-        ax.errorbar(dodge(rows["step"], index, len(groups)), rows[rate],
-                    yerr=[rows[rate] - rows[f"{rate}_low"], rows[f"{rate}_high"] - rows[rate]],
-                    marker="o", capsize=3, color=f"C{index}", label=condition)
-    step_axis(ax, table["step"])
-    ax.set(title=title, xlabel="training step", ylabel=ylabel, ylim=(-0.02, 1.02))
-
-
-fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
-rate_panel(axes[0], rates, "em_rate_of_coherent", "EM rate among coherent answers (EM paper)",
-           "misaligned / coherent answers")
-rate_panel(axes[1], rates, "em_rate_of_all", "EM rate among all answers (model-organisms paper)",
-           "misaligned & coherent / all answers")
-axes[1].legend(title="condition")
-fig.tight_layout()
-save_figure(fig, figures / "em_rate.png")
-plt.show()
-display(rates[["condition", "step", "n_answers", "n_coherent", "n_misaligned", "em_rate_of_coherent",
-               "em_rate_of_coherent_low", "em_rate_of_coherent_high", "em_rate_of_all", "em_rate_of_all_low",
-               "em_rate_of_all_high"]].round(3))
+if len(result.preference_summary):
+    display(Image(filename=str(figures["preference"])))
+    display(result.preference_summary.round(4))
+else:
+    print("misalignment preference skipped (behavior.preference: false)")
 
 # %% [markdown]
 # ## Coherence over training
@@ -154,17 +130,7 @@ display(rates[["condition", "step", "n_answers", "n_coherent", "n_misaligned", "
 # answers; the mean aligned score shows the drift of the whole distribution, not just its tail.
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-rate_panel(axes[0], rates, "coherence_rate", "Coherence rate", "answers with coherent > 50")
-for index, (condition, rows) in enumerate(rates.groupby("condition", sort=True)):
-    rows = rows.sort_values("step")
-    axes[1].plot(rows["step"], rows["mean_aligned"], marker="o", color=f"C{index}", label=condition)
-step_axis(axes[1], rates["step"])
-axes[1].set(title="Mean aligned score", xlabel="training step", ylabel="mean aligned score (0-100)", ylim=(0, 100))
-axes[1].legend(title="condition")
-fig.tight_layout()
-save_figure(fig, figures / "coherence.png")
-plt.show()
+display(Image(filename=str(figures["coherence"])))
 
 # %% [markdown]
 # ## Does the format matter?
@@ -172,10 +138,7 @@ plt.show()
 # gives the EM-paper rate per format at each condition's latest checkpoint.
 
 # %%
-by_format = result.rates_by_format
-latest = by_format[by_format["step"] == by_format.groupby("condition")["step"].transform("max")]
-display(latest.pivot_table(index=["condition", "step"], columns="format",
-                           values=["em_rate_of_coherent", "n_coherent"]).round(3))
+display(latest_rates_by_format(result.rates_by_format).round(3))
 
 # %% [markdown]
 # ## What does the model say about itself?
@@ -187,21 +150,8 @@ display(latest.pivot_table(index=["condition", "step"], columns="format",
 
 # %%
 if len(result.self_assessment_summary):
-    summary = result.self_assessment_summary
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for index, (condition, rows) in enumerate(summary.groupby("condition", sort=True)):
-        rows = rows.sort_values("step")
-        axes[0].plot(rows["step"], rows["mean_self_alignment"], marker="o", color=f"C{index}", label=condition)
-    step_axis(axes[0], summary["step"])
-    axes[0].set(title="Self-rated alignment", xlabel="training step", ylabel="mean rating, 100 = aligned pole",
-                ylim=(0, 100))
-    rate_panel(axes[1], summary, "aligned_choice_rate", "Picks the aligned self-description",
-               "share of parsed A/B answers")
-    axes[1].legend(title="condition")
-    fig.tight_layout()
-    save_figure(fig, figures / "self_assessment.png")
-    plt.show()
-    display(summary.round(3))
+    display(Image(filename=str(figures["self_assessment"])))
+    display(result.self_assessment_summary.round(3))
 else:
     print("self-assessment skipped (behavior.self_assessment: false)")
 

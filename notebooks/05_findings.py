@@ -25,24 +25,17 @@ params_path = "params/default.yaml"
 overrides = {}
 
 # %%
-import json
-
 import matplotlib.pyplot as plt
-import pandas as pd
-import seaborn as sns
 from IPython.display import display
 
 from traitspace import findings
-from traitspace.core.artifacts import Stage, atomic_path, atomic_write_json
 from traitspace.core.config import load_config
 from traitspace.core.plots import save_figure, set_style
 
 config = load_config(params_path, overrides)
 settings = config.findings
 set_style()
-stage = Stage(config.run_dir / "findings", params_hash=config.params_hash())
-figures = stage.path / "figures"
-figures.mkdir(parents=True, exist_ok=True)
+stage = findings.open_stage(config)
 inputs = findings.load_inputs(config)
 print(inputs.summary())
 
@@ -63,7 +56,7 @@ for pair, timing in timings.items():
     print(f"{pair[0]} vs {pair[1]}: {timing.sentence}")
     display(timing.fingerprint.key_traits)
     fig = findings.plot_timing(timing, rate_column=settings.em_rate)
-    save_figure(fig, figures / f"timing__{pair[0]}.png")
+    save_figure(fig, findings.timing_figure(stage.path, pair[0]))
     plt.show()
 timing_table = findings.timing_table(timings)
 display(timing_table)
@@ -90,7 +83,7 @@ print(monitor.description)
 display(monitor.results)
 if monitor.results["auroc"].notna().any():
     fig = findings.plot_monitor(monitor.results)
-    save_figure(fig, figures / "monitor_auroc.png")
+    save_figure(fig, findings.monitor_figure(stage.path))
     plt.show()
 
 # %% [markdown]
@@ -103,7 +96,7 @@ if monitor.results["auroc"].notna().any():
 spearman = findings.trait_behaviour_spearman(inputs, settings)
 if len(spearman):
     fig = findings.plot_spearman(spearman, k=15)
-    save_figure(fig, figures / "spearman.png")
+    save_figure(fig, findings.spearman_figure(stage.path))
     plt.show()
     display(spearman.sort_values("p_value").head(10))
 else:
@@ -120,12 +113,14 @@ explorer
 
 # %% [markdown]
 # ## 4 · The report
-# Figures of notebooks 03-05, the tables above with their intervals, the run's parameters and
+# Figures of notebooks 00-05, the tables above with their intervals, the run's parameters and
 # provenance, and limitations written from what was measured. The tables are also saved as CSV
-# (`fingerprint_timing.csv`, `monitor_results.csv`, `trait_behaviour_spearman.csv`).
+# (`fingerprint_timing.csv`, `monitor_results.csv`, `trait_behaviour_spearman.csv`), and the
+# fingerprint (`fingerprint__<em>.json`) and fitted monitor (`monitor.joblib`) for notebook 01's live
+# monitor in a later run.
 
 # %%
-findings.save_monitor_artifacts(inputs, monitor, timings, stage.path)
+findings.save_monitor_artifacts(monitor, timings, stage.path)
 findings.save_findings_tables(stage.path, timing_table, monitor.results, spearman)
 markdown_path, html_path = findings.write_report(config, inputs, timings, monitor, spearman, stage.path)
 stage.mark_done({"report": [str(markdown_path), str(html_path)]})

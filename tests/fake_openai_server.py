@@ -3,8 +3,10 @@
 By default it answers like a real server with ``logprobs.content[0].top_logprobs``, taking the
 alternatives from a marker in the prompt: ``##85=0.7;90=0.2;CODE=0.05##`` yields those tokens with
 those probabilities (the rest of the mass goes to the token "Hello"). A test can instead queue
-failures (status codes, delays, garbled bodies) that are served first, and can require a key.
-Every request is recorded (headers and JSON body) and the peak number of concurrent requests kept.
+failures (status codes, garbled bodies, requests that hang until the client times out) that are
+served first, and can require a key. Every request is recorded (headers and JSON body) and the peak
+number of concurrent requests kept. Nothing here depends on the clock: concurrency is observed by
+holding requests at a gate until enough are in flight together, not by sleeping.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import json
 import math
 import re
 import threading
-import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -23,12 +24,13 @@ _MARKER = re.compile(r"##(.*?)##", re.DOTALL)
 
 @dataclass
 class Scripted:
-    """One queued response: status, body (bytes), extra headers, and a delay before answering."""
+    """One queued response: status, body (bytes), extra headers; ``hang`` never answers (until the
+    server closes), so the client's own timeout is what ends the request."""
 
     status: int = 200
     body: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
+    hang: bool = False
 
 
 def top_logprobs_for(prompt: str) -> list[dict[str, Any]]:
@@ -50,7 +52,7 @@ def completion_body(prompt: str, model: str) -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
-        "created": int(time.time()),
+        "created": 0,  # a fixed value: nothing in a test may depend on the clock
         "model": model,
         "choices": [{
             "index": 0,
@@ -63,16 +65,29 @@ def completion_body(prompt: str, model: str) -> dict[str, Any]:
 
 
 class FakeOpenAIServer:
-    """``with FakeOpenAIServer() as server: server.base_url`` -> "http://127.0.0.1:PORT/v1"."""
+    """``with FakeOpenAIServer() as server: server.base_url`` -> "http://127.0.0.1:PORT/v1".
 
-    def __init__(self, required_key: str | None = None, default_delay_s: float = 0.0):
+    ``hold_until_in_flight=k`` holds every request until k requests are in flight together; from
+    then on the gate stays open and ``gate_opened_by_concurrency`` is True. A client that never has
+    k requests open at once would wait forever, so after ``gate_guard_s`` the gate opens anyway
+    (a guard against a hung test, not a measurement) and the flag stays False.
+    """
+
+    def __init__(self, required_key: str | None = None, hold_until_in_flight: int | None = None,
+                 gate_guard_s: float = 60.0):
         self.required_key = required_key
-        self.default_delay_s = default_delay_s
+        self.hold_until_in_flight = hold_until_in_flight
+        self.gate_guard_s = gate_guard_s
+        self.gate_opened_by_concurrency = False
         self.queue: list[Scripted] = []
         self.requests: list[dict[str, Any]] = []
         self.in_flight = 0
         self.peak_in_flight = 0
         self._lock = threading.Lock()
+        self._gate = threading.Event()
+        if hold_until_in_flight is None:
+            self._gate.set()
+        self._closing = threading.Event()  # releases hanging requests when the server stops
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -91,6 +106,8 @@ class FakeOpenAIServer:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        self._closing.set()
+        self._gate.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -133,6 +150,11 @@ class FakeOpenAIServer:
                     fake.in_flight += 1
                     fake.peak_in_flight = max(fake.peak_in_flight, fake.in_flight)
                     self._in_flight = True
+                    if (fake.hold_until_in_flight is not None and not fake._gate.is_set()
+                            and fake.in_flight >= fake.hold_until_in_flight):
+                        fake.gate_opened_by_concurrency = True
+                        fake._gate.set()
+                fake._gate.wait(fake.gate_guard_s)
                 try:
                     self._answer(raw)
                 finally:
@@ -156,12 +178,13 @@ class FakeOpenAIServer:
                     return
                 scripted = fake._next()
                 if scripted is not None:
-                    time.sleep(scripted.delay_s)
+                    if scripted.hang:
+                        fake._closing.wait()
+                        return  # the client left long ago; nobody reads an answer
                     if scripted.status != 200 or scripted.body is not None:
                         body = scripted.body if scripted.body is not None else b'{"error": {"message": "scripted"}}'
                         self._send(scripted.status, body, scripted.headers)
                         return
-                time.sleep(fake.default_delay_s)
                 prompt = payload["messages"][-1]["content"]
                 self._send(200, json.dumps(completion_body(prompt, payload.get("model", ""))).encode())
 

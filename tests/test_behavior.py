@@ -29,7 +29,7 @@ from traitspace.behavior import (
     worst_answers,
 )
 from traitspace.core.checkpoints import ADAPTER_FILES, TRAINING_LOG_FILE, Checkpoint
-from traitspace.eval_questions import JSON_SYSTEM_PROMPT, load_self_assessment
+from traitspace.library import JSON_SYSTEM_PROMPT, load_self_assessment
 from traitspace.judges import JudgeScore
 from traitspace.core.models import load_model
 from traitspace.core.stats import wilson_interval
@@ -242,7 +242,7 @@ def test_sampling_is_resumable_per_checkpoint(tiny_model_dirs, tmp_path, monkeyp
     def must_not_sample(*args, **kwargs):
         raise AssertionError("a finished checkpoint was sampled again")
 
-    monkeypatch.setattr(behavior, "sample_one_checkpoint", must_not_sample)
+    monkeypatch.setattr(behavior.sample, "sample_one_checkpoint", must_not_sample)
     again = sample_checkpoints(loaded, plan, prompts, tmp_path / "behavior", **settings)
     pd.testing.assert_frame_equal(again, answers)
     with pytest.raises(AssertionError, match="sampled again"):
@@ -291,3 +291,36 @@ def test_scores_are_cached_per_checkpoint_and_merge_by_answer(tmp_path):
     assert merged["coherent"].tolist() == [30.0] * 3
     sidecar = json.loads((tmp_path / "scores" / "em" / "step-000002.json").read_text())
     assert sidecar["judge"] == "counting" and sidecar["rows"] == 2
+
+
+def test_load_outputs_recomputes_rates_from_the_parts(tmp_path):
+    from types import SimpleNamespace
+
+    from traitspace.core.parts import CheckpointParts
+
+    answers = pd.DataFrame({
+        "answer_id": ["q|p0|s0", "q|p0|s1", "q|p0|s0", "q|p0|s1"],
+        "condition": ["em", "em", BASE_CONDITION, BASE_CONDITION],
+        "step": [2, 2, 0, 0],
+        "kind": ["question"] * 4,
+        "question": ["what now then"] * 4,
+        "answer": ["def f(): pass", "sure", "hello", "hi there"],
+    })
+    folder = tmp_path / "behavior"
+    parts = CheckpointParts(folder / "answers")
+    for (condition, step), group in answers.groupby(["condition", "step"]):
+        parts.write(Checkpoint(condition, step, None), group, "f")
+    scores = score_checkpoints(answers, CountingJudge(), folder, fingerprint="j1")
+    pd.DataFrame({"judge": ["counting"], "auroc": [0.9]}).set_index("judge").to_csv(folder / "judge_validity.csv")
+    section = SimpleNamespace(aligned_threshold=30.0, coherent_threshold=20.0)
+
+    outputs = behavior.load_outputs(tmp_path, section, ["em"])
+    expected = em_rates(share_base(merge_scores(answers, scores), ["em"]), aligned_threshold=30.0,
+                        coherent_threshold=20.0)
+    pd.testing.assert_frame_equal(outputs.rates, expected)
+    assert list(zip(outputs.rates["condition"], outputs.rates["step"])) == [("em", 0), ("em", 2)]
+    assert len(outputs.answers) == 4 and len(outputs.scores) == 4
+    assert outputs.judge_validity.to_dict("records") == [{"judge": "counting", "auroc": 0.9}]
+    assert outputs.figures == []
+    with pytest.raises(FileNotFoundError, match="notebook 04"):
+        behavior.load_outputs(tmp_path / "empty", section, ["em"])

@@ -61,3 +61,36 @@ def test_overrides_and_hash(tmp_path):
     assert changed.capture.batch_size == 3
     assert base.params_hash() != changed.params_hash()
     assert base.params_hash("model") == changed.params_hash("model")
+
+
+def test_unknown_names_are_rejected_with_file_and_key(tmp_path):
+    path = write(tmp_path, "extract:\n  traits: [curious, curiuos]\nfinetune:\n  conditions: [insecure_code, no_such_data]\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: invalid parameters")
+    assert "extract.traits: unknown trait names: 'curiuos' (close: curious" in message
+    assert "finetune.conditions: no_such_data: 'no_such_data' is neither a built-in dataset" in message
+    with pytest.raises(ConfigError, match=r"extract\.n_roles: only \d+ roles exist"):
+        load_config(write(tmp_path, "extract:\n  n_roles: 100000\n"))
+
+
+def test_config_schema_does_not_import_the_library():
+    # The schema checks shape only; names are resolved by traitspace.library.references.
+    import subprocess
+    import sys
+
+    code = "import sys, traitspace.core.config; print('traitspace.library' in sys.modules, 'traitspace.em_data' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_middle_layer_is_one_rule():
+    import pandas as pd
+
+    from traitspace.core.hooks import resolve_layers
+    from traitspace.core.traits import middle_layer, select_layer
+
+    for num_layers in (1, 7, 30):
+        assert resolve_layers("middle", num_layers) == [middle_layer(num_layers)] == [num_layers // 2]
+        assert select_layer(pd.DataFrame(), "middle", num_layers) == middle_layer(num_layers)

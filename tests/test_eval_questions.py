@@ -1,4 +1,4 @@
-"""Tests for traitspace.eval_questions: built-in question sets, the EM YAML loader, the
+"""Tests for traitspace.library (questions, self-assessment, judge validation, parsers): built-in question sets, the EM YAML loader, the
 self-assessment items, the judge-validation set and the reply parsers."""
 
 from __future__ import annotations
@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from traitspace import eval_questions as eq
-from traitspace.eval_questions import (
-    JUDGE_PROMPTS,
+from traitspace.judges.prompts import JUDGE_PROMPTS, format_judge_prompt
+from traitspace.library import (
     Question,
     QuestionFormatError,
-    format_judge_prompt,
     load_builtin_questions,
     load_em_question_yaml,
     load_judge_validation,
@@ -313,14 +311,13 @@ def test_judge_validation_matches_builtin_questions_and_is_spread() -> None:
     assert sum(per_question[q] for q in core_ids) >= 0.25 * len(records)
 
 
-def test_judge_validation_loader_reports_bad_line(tmp_path: Path, monkeypatch) -> None:
+def test_judge_validation_loader_reports_bad_line(tmp_path: Path) -> None:
     good = {"question_id": "q", "question": "Q?", "answer": "A.", "label": "aligned"}
     bad = dict(good, label="evil")
     path = tmp_path / "judge_validation.jsonl"
     path.write_text(json.dumps(good) + "\n\n" + json.dumps(bad) + "\n", encoding="utf-8")
-    monkeypatch.setattr(eq, "_resource_path", lambda filename: tmp_path / filename)
     with pytest.raises(QuestionFormatError, match=r"judge_validation\.jsonl:3.*'label'"):
-        load_judge_validation()
+        load_judge_validation(path)
 
 
 # ------------------------------------------------------------------ reply parsers
@@ -392,3 +389,21 @@ def test_parse_self_rating(reply: str | None, expected: float | None) -> None:
 )
 def test_parse_forced_choice(reply: str | None, expected: str | None) -> None:
     assert parse_forced_choice(reply) == expected
+
+
+def test_em_error_gives_file_line_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "questions.yaml"
+    path.write_text(
+        f"- id: fine\n{ENTRY}"
+        "- id: broken\n"
+        "  type: free_form_judge_0_100\n"
+        "  paraphrases: [Hi]\n"
+        "  judge_prompts:\n"
+        "    aligned: 'no answer slot'\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(QuestionFormatError) as caught:
+        load_em_question_yaml(path)
+    error = caught.value
+    assert (error.line, error.key, error.question_id, error.index) == (9, "judge_prompts.aligned", "broken", 1)
+    assert str(error).startswith(f"{path}:9: entry #1 ('broken'): key 'judge_prompts.aligned' must")

@@ -2,6 +2,7 @@
 vectors and metadata, the stage cache, TraitVectors, response mode with a judge."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,9 +10,11 @@ import torch
 from safetensors import safe_open
 
 from traitspace import extract
+from traitspace.core import prefix_cache
 from traitspace.core.config import ConfigError, ExtractSection, load_config
 from traitspace.core.hooks import capture_conversations
-from traitspace.trait_library import load_builtin_library
+from traitspace.core.prefix_cache import PrefixGroup
+from traitspace.library import load_builtin_library
 
 SMALL = {
     "extract.traits": ["cheerful", "calm"],
@@ -49,20 +52,43 @@ def test_shared_prefix_capture_equals_plain_capture(tiny_loaded):
 
 
 def test_prefix_helpers_and_the_no_prefix_path(tiny_llama, monkeypatch):
-    assert extract._common_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
-    assert extract._common_prefix_length([[5, 1], [6, 1]]) == 0
+    assert prefix_cache.common_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
+    assert prefix_cache.common_prefix_length([[5, 1], [6, 1]]) == 0
+    assert prefix_cache.shared_prefix_length([[1, 2], [1, 2, 3]]) == 1  # every member keeps a token of its own
     # Groups without a shared prefix are never batched with prefixed ones.
-    batches = extract._batch_groups([([0], 0), ([1, 2], 5), ([3], 7)], batch_size=4)
-    assert batches == [[([0], 0)], [([1, 2], 5), ([3], 7)]]
+    groups = [PrefixGroup([0], 0), PrefixGroup([1, 2], 5), PrefixGroup([3], 7)]
+    assert prefix_cache.pack_groups(groups, max_groups=4) == [[([0], 0)], [([1, 2], 5), ([3], 7)]]
     # Forcing "no shared prefix" runs every prompt whole (right-padded): still the plain result.
     conversations = [tiny_llama.chat.conversation(question, system="You are kind.") for question in ("Hi?", "Why is the sky blue?")]
     plain = capture_conversations(tiny_llama, conversations, "all", "last_prompt")
-    monkeypatch.setattr(extract, "_common_prefix_length", lambda sequences: 0)
+    monkeypatch.setattr(prefix_cache, "common_prefix_length", lambda sequences: 0)
     counts = extract.CaptureCounts()
     shared = extract.capture_shared_prefixes(tiny_llama, conversations, "all", "last_prompt", counts=counts)
     assert counts.tokens_run == counts.tokens_plain and counts.forward_passes == 1
     for layer in plain:
         torch.testing.assert_close(shared[layer], plain[layer], atol=1e-5, rtol=1e-4)
+
+
+def test_prefix_engine_groups_positions_and_masks():
+    # Neighbour runs (the sampler): runs need min_shared common tokens; a run of one shares nothing.
+    sequences = [[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9], [7, 8]]
+    assert prefix_cache.neighbour_groups(sequences, [0, 1, 2, 3], min_shared=3) == [([0, 1], 3), ([2], 0), ([3], 0)]
+    assert prefix_cache.neighbour_groups(sequences, [0, 1, 2, 3], min_shared=2) == [([0, 1, 2], 2), ([3], 0)]
+    # Grouping by key (extraction): members ordered by what remains, groups by prefix length.
+    groups = prefix_cache.groups_by_key([[1, 2, 3, 4, 5], [1, 2, 3], [6, 7], [9]], ["a", "a", "b", "c"], max_members=8)
+    assert groups == [([3], 0), ([2], 1), ([1, 0], 2)]  # a lone member still shares all but its last token
+    # Continuations go on after their own prefix row: positions, [prefix mask, own mask].
+    prefix = prefix_cache.SharedPrefix([[1, 2, 3], [4]], pad_token_id=0)
+    assert prefix.mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    prefix.cache = SimpleNamespace(layers=[])  # no model here: only the inputs are checked
+    right = prefix_cache.continuation([[5, 6], [7]], 0, "right", prefix, rows=[1, 0])
+    assert right.inputs["input_ids"].tolist() == [[5, 6], [7, 0]]
+    assert right.inputs["position_ids"].tolist() == [[1, 2], [3, 4]]
+    assert right.inputs["attention_mask"].tolist() == [[1, 0, 0, 1, 1], [1, 1, 1, 1, 0]]
+    left = prefix_cache.continuation([[5, 6], [7]], 0, "left", prefix, rows=[0, 0])
+    assert left.inputs["position_ids"].tolist() == [[3, 4], [3, 3]] and left.offsets == [0, 1]
+    alone = prefix_cache.continuation([[5, 6], [7]], 0, "left")
+    assert alone.cache is None and alone.inputs["position_ids"].tolist() == [[0, 1], [0, 0]]
 
 
 def test_shared_prefix_capture_rejects_answers(tiny_llama):
@@ -144,7 +170,7 @@ def test_extraction_end_to_end_and_cache_hit(tmp_path, tiny_model_dirs, tiny_lla
         raise AssertionError("cache miss: the model was used")
 
     monkeypatch.setattr("traitspace.core.models.load_model", no_work)
-    monkeypatch.setattr(extract, "extract_vectors", no_work)
+    monkeypatch.setattr("traitspace.extract.stage.extract_vectors", no_work)
     again = extract.run_extraction(load_config(config.params_path, SMALL), progress=False)
     for name in vectors.names:
         torch.testing.assert_close(again.vectors[name], vectors.vectors[name])
@@ -160,6 +186,14 @@ def test_trait_vectors_api(tmp_path, tiny_model_dirs, tiny_llama):
     vectors = extract.run_extraction(config, loaded=tiny_llama, progress=False)
     loaded_back = extract.load_trait_vectors(config.run_dir)  # a run folder works as well as the file
     assert loaded_back.names == vectors.names
+    assert extract.load_outputs(config.run_dir).names == vectors.names  # the loader later stages use
+    with pytest.raises(FileNotFoundError, match="notebook 02"):
+        extract.load_outputs(tmp_path / "no_run")
+    # Notebook 02's figures are drawn by the stage's plot functions into its folder and listed by the loader.
+    assert loaded_back.figures == []
+    folder = config.run_dir / "traits"
+    extract.plot_separation_by_layer(extract.read_separation(folder), vectors.info["shared_layer"], folder)
+    assert extract.load_outputs(config.run_dir).figures == [folder / "separation_by_layer.png"]
 
     layer = vectors.layer_of("cheerful")
     unit = vectors.unit("cheerful")

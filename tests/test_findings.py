@@ -1,9 +1,19 @@
-"""Fingerprint timing, behaviour crossing and monitor evaluation on synthetic runs with known answers."""
+"""Fingerprint timing, behaviour crossing and monitor evaluation on synthetic runs with known answers;
+the stage read through the earlier stages' loaders (faked here) and written up as a report."""
 
+from types import SimpleNamespace
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 
+from traitspace import findings
+from traitspace.core.config import load_config
+from traitspace.core.trajectory import differential, drift, fingerprint_by_prompt, fingerprint_of, fingerprint_score
 from traitspace.findings import (
     behaviour_crossing,
     danger_scale,
@@ -13,6 +23,7 @@ from traitspace.findings import (
     monitor_feature_sets,
     monitor_rows,
     RunTables,
+    signed_prompt_matrix,
 )
 
 STEPS = [0, 1, 2, 4, 8, 16, 32]
@@ -108,3 +119,152 @@ def test_monitor_rows_leave_out_the_base_model_after_scaling_by_it(tmp_path):
     scaled = rate_rows.set_index(["seed", "dataset", "step"])["em_rate"]
     assert scaled[(1, "em", 6)] == pytest.approx(0.2)
     assert scaled[(0, "control", 3)] == pytest.approx(0.0)
+
+
+def test_per_prompt_fingerprint_is_the_one_definition():
+    """The permutation null's per-prompt matrix is fingerprint_of applied to each prompt's own
+    differentials, and its mean over prompts is the fingerprint score."""
+    projections = synthetic_projections(onset=4, n_traits=12, n_prompts=10)
+    traits, signs = ["t0", "t1", "t2", "t5"], [1, 1, -1, 1]
+    grid = fingerprint_by_prompt(projections, "em", "control", traits, signs)
+    steps, matrix = signed_prompt_matrix(projections, "em", "control", traits, signs)
+    np.testing.assert_array_equal(steps, STEPS)
+    np.testing.assert_array_equal(matrix, grid.to_numpy())
+    per_prompt = differential(drift(projections, per_prompt=True), "em", "control")
+    key_traits = dict(zip(traits, signs))
+    for (prompt, step), rows in per_prompt.groupby(["prompt", "step"]):
+        assert grid.loc[prompt, step] == pytest.approx(fingerprint_of(dict(zip(rows["trait"], rows["differential"])),
+                                                                      key_traits), abs=1e-12)
+    score = fingerprint_score(projections, "em", "control", traits, signs)
+    np.testing.assert_allclose(grid.mean(axis=0).to_numpy(), score.loc[grid.columns].to_numpy(), atol=1e-12)
+    with pytest.raises(ValueError, match="one sign per trait"):
+        fingerprint_by_prompt(projections, "em", "control", traits, signs[:2])
+
+
+def _png(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(1, 1))
+    ax.plot([0, 1])
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def fake_stage_outputs(run_dir):
+    """What the loaders of notebooks 00-04 return for a small synthetic EM/control run."""
+    projections = synthetic_projections(onset=4, n_traits=6, n_prompts=12).assign(layer=1, act_norm=2.0)
+    drift_table = drift(projections).assign(base_norm=2.0)
+    drift_table["drift_pct_of_norm"] = 50.0 * drift_table["drift"]
+    rows = []
+    for condition in ("em", "control"):
+        for step in STEPS:
+            rate = 0.5 if condition == "em" and step >= 8 else 0.02
+            rows.append({"condition": condition, "step": step, "n_answers": 40, "em_rate_of_all": rate,
+                         "em_rate_of_all_low": rate - 0.02, "em_rate_of_all_high": rate + 0.02,
+                         "em_rate_of_coherent": rate, "n_coherent": 40, "coherence_rate": 1.0,
+                         "mean_aligned": 90 - 100 * rate})
+    rng = np.random.default_rng(0)
+    mean_activations = {(condition, step): {1: rng.normal(size=8)} for condition in ("em", "control") for step in STEPS}
+    figures = {name: _png(run_dir / name) for name in (
+        "00_model_check/layer_norms.png", "01_finetune/loss_curves.png", "traits/separation_by_layer.png",
+        "projections/figures/top_shifts__em.png", "behavior/figures/em_rate.png")}
+    top = pd.DataFrame({"trait": ["t0", "t2"], "differential": [0.6, -0.6], "ci_low": [0.5, -0.7],
+                        "ci_high": [0.7, -0.5], "q_value": [0.01, 0.01], "direction": ["increase", "decrease"]})
+    decomposition = pd.DataFrame({"step": [0, 32], "shared_norm": [0.0, 0.2], "specific_norm": [0.0, 0.5]})
+    return {
+        "project": SimpleNamespace(projections=projections, drift=drift_table, pairs={"em": "control"},
+                                   mean_activations=mean_activations, top_shifts={("em", "control"): top},
+                                   decomposition={("em", "control"): decomposition},
+                                   figures=[figures["projections/figures/top_shifts__em.png"]]),
+        "behavior": SimpleNamespace(answers=pd.DataFrame(), scores=pd.DataFrame(), rates=pd.DataFrame(rows),
+                                    judge_validity=pd.DataFrame({"judge": ["offline"], "auroc": [0.9], "accuracy": [0.8]}),
+                                    figures=[figures["behavior/figures/em_rate.png"]]),
+        "model_check": SimpleNamespace(figures=[figures["00_model_check/layer_norms.png"]]),
+        "finetune": SimpleNamespace(figures=[figures["01_finetune/loss_curves.png"]]),
+        "extract": SimpleNamespace(figures=[figures["traits/separation_by_layer.png"]]),
+    }
+
+
+@pytest.fixture
+def faked_run(tmp_path, monkeypatch):
+    """A config whose run folder holds nothing but figures: every table comes through the loaders."""
+    config = load_config("params/smoke.yaml", {"run.name": "fake", "run.output_root": str(tmp_path),
+                                               "findings.n_perm": 200, "findings.n_boot": 100,
+                                               "findings.monitor_models": ["logistic"]})
+    outputs = fake_stage_outputs(config.run_dir)
+    calls = []
+
+    def loader(stage):
+        def load_outputs(run_dir, *args):
+            calls.append((stage, str(run_dir), *args[1:]))
+            return outputs[stage]
+        return load_outputs
+
+    for stage in outputs:
+        module = __import__(f"traitspace.{stage}", fromlist=["load_outputs"])
+        monkeypatch.setattr(module, "load_outputs", loader(stage), raising=False)
+    return config, outputs, calls
+
+
+def test_inputs_come_only_through_the_stage_loaders(faked_run):
+    config, outputs, calls = faked_run
+    inputs = findings.load_inputs(config)
+    assert {call[0] for call in calls} == {"project", "behavior", "model_check", "finetune", "extract"}
+    assert ("behavior", str(config.run_dir), ["control", "em"]) in calls
+    assert inputs.main.projections is outputs["project"].projections
+    assert inputs.main.rates is outputs["behavior"].rates
+    assert inputs.main.pairs == {"em": "control"} and inputs.main.seed == config.finetune.seed
+    assert inputs.judge_validity is outputs["behavior"].judge_validity
+    assert set(inputs.main.top_shifts) == set(inputs.main.decomposition) == {("em", "control")}
+    # The report's figure order: by path, as the stage folders sort.
+    assert [path.relative_to(config.run_dir).as_posix() for path in inputs.figures] == [
+        "00_model_check/layer_norms.png", "01_finetune/loss_curves.png", "behavior/figures/em_rate.png",
+        "projections/figures/top_shifts__em.png", "traits/separation_by_layer.png"]
+    assert findings.load_behaviour_rates(config.run_dir, config.behavior, ["em", "control"]) is outputs["behavior"].rates
+
+
+def test_stage_writes_tables_artifacts_and_report(faked_run):
+    config, outputs, _ = faked_run
+    inputs = findings.load_inputs(config)
+    stage = findings.open_stage(config)
+    timings = findings.fingerprint_and_behaviour(inputs, config.findings, seed=0)
+    timing = timings[("em", "control")]
+    assert timing.fingerprint.crossing_step == 4 and timing.behaviour_step == 8
+    fig = findings.plot_timing(timing, rate_column="em_rate_of_all")
+    fig.savefig(findings.timing_figure(stage.path, "em"))
+    plt.close(fig)
+    monitor = findings.monitor_evaluation(inputs, config.findings, seed=0)
+    assert monitor.results["held_out"].tolist() == ["dataset"] * len(monitor.results)
+    spearman = findings.trait_behaviour_spearman(inputs, config.findings)
+    table = findings.timing_table(timings)
+    assert table.loc[0, "lead_time_steps"] == 4
+    written = findings.save_findings_tables(stage.path, table, monitor.results, spearman)
+    assert [path.name for path in written] == ["fingerprint_timing.csv", "monitor_results.csv",
+                                               "trait_behaviour_spearman.csv"]
+    findings.save_monitor_artifacts(monitor, timings, stage.path)
+    assert (stage.path / "fingerprint__em.json").is_file()
+    markdown_path, html_path = findings.write_report(config, inputs, timings, monitor, spearman, stage.path)
+    markdown = markdown_path.read_text()
+    assert "*em vs control: 95% bootstrap intervals, BH q-values*" in markdown
+    assert "*decomposition__em: shared vs specific drift at the final step*" in markdown
+    assert "](figures/timing__em.png)" in markdown
+    figure_lines = [line for line in markdown.splitlines() if line.startswith("![") and "../" in line]
+    assert [line.split("](")[1] for line in figure_lines] == [
+        "../00_model_check/layer_norms.png)", "../01_finetune/loss_curves.png)", "../behavior/figures/em_rate.png)",
+        "../projections/figures/top_shifts__em.png)", "../traits/separation_by_layer.png)"]
+    assert "Judge offline: AUROC 0.90" in markdown and "lead time of 4 steps" in markdown
+    assert "data:image/png;base64," in html_path.read_text()
+
+
+def test_extract_figures_are_named_by_the_extract_stage(tmp_path):
+    """The extract loader's TraitVectors lists no figures: they are found beside its vectors file
+    under the names notebook 02's plots give them, never by globbing the folder."""
+    from traitspace.extract import plots
+    from traitspace.findings.inputs import _extract_figures
+
+    _png(tmp_path / "traits" / plots.SEPARATION_BY_LAYER_FIGURE)
+    _png(tmp_path / "traits" / "not_a_stage_figure.png")
+    vectors = SimpleNamespace(path=tmp_path / "traits" / "vectors.safetensors")
+    assert _extract_figures(vectors) == [tmp_path / "traits" / plots.SEPARATION_BY_LAYER_FIGURE]
+    listed = [tmp_path / "traits" / "listed.png"]
+    assert _extract_figures(SimpleNamespace(path=None, figures=listed)) == listed

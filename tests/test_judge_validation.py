@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import pandas as pd
 import pytest
 
-from traitspace.eval_questions import load_judge_validation
+from traitspace.library import load_judge_validation
 from traitspace.judges import JudgeItem, JudgeScore, judge_validity_table, split_validation, validate_judge
 from traitspace.judges.validation import predicted_label
 
@@ -114,3 +115,18 @@ def test_a_judge_is_never_validated_on_its_training_questions(records):
     with pytest.raises(ValueError, match="trained on"):
         validate_judge(judge, records)
     assert validate_judge(judge, held_out)["n"] == len(held_out)
+
+
+def test_malformed_validation_line_names_file_line_and_key(tmp_path):
+    from traitspace.library import QuestionFormatError
+
+    good = {"question_id": "q1", "question": "Q?", "answer": "A.", "label": "aligned"}
+    path = tmp_path / "labelled.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "question_id": "q2", "answr": "x"}) + "\n")
+    with pytest.raises(QuestionFormatError) as caught:
+        load_judge_validation(path)
+    assert (caught.value.line, caught.value.key, caught.value.question_id) == (2, "answr", "q2")
+    assert str(caught.value) == f"{path}:2: record ('q2'): unknown key 'answr'"
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "label": ""}) + "\n")
+    with pytest.raises(QuestionFormatError, match=r"labelled\.jsonl:2: .*key 'label' is ''"):
+        load_judge_validation(path)

@@ -1,23 +1,28 @@
 """The endpoint judge against a local fake OpenAI-compatible server: scores, cache, concurrency,
-retries, failures, and that the API key never leaves the Authorization header."""
+retries, failures, and that the API key never leaves the Authorization header. No test measures
+time: concurrency and timeouts are checked through what the server observed."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 
 from fake_openai_server import FakeOpenAIServer, Scripted
-from traitspace.eval_questions import JUDGE_PROMPTS, format_judge_prompt
+from traitspace.judges.prompts import JUDGE_PROMPTS, format_judge_prompt
 from traitspace.judges import JudgeItem, JudgeScore, JudgeSection, make_judge
 from traitspace.judges.endpoint import (
     CACHE_FILENAME,
@@ -111,13 +116,15 @@ def test_identical_prompts_are_sent_once(server):
 
 
 def test_concurrency_is_bounded(secret_key):
-    with FakeOpenAIServer(required_key=secret_key, default_delay_s=0.15) as fake:
+    # The server holds every request until three are in flight together: only a judge that really
+    # sends three at once gets answers (one sending them one by one would meet the server's guard).
+    with FakeOpenAIServer(required_key=secret_key, hold_until_in_flight=3) as fake:
         judge = make(fake, concurrency=3)
-        started = time.perf_counter()
-        judge.score([JudgeItem("Q", f"a{index} ##50=1.0##") for index in range(9)], "aligned")
-        elapsed = time.perf_counter() - started
-    assert 2 <= fake.peak_in_flight <= 3
-    assert elapsed < 9 * 0.15  # really concurrent, not one by one
+        scores = judge.score([JudgeItem("Q", f"a{index} ##50=1.0##") for index in range(9)], "aligned")
+    assert fake.gate_opened_by_concurrency  # three requests overlapped
+    assert fake.peak_in_flight == 3  # and never more than the bound
+    assert len(fake.requests) == judge.requests_sent == 9
+    assert [score.score for score in scores] == pytest.approx([50.0] * 9)
 
 
 def test_retries_on_429_5xx_timeouts_and_garbled_bodies(server, caplog):
@@ -131,8 +138,8 @@ def test_retries_on_429_5xx_timeouts_and_garbled_bodies(server, caplog):
     judge = make(server, max_retries=4)
     assert judge.score([JudgeItem("Q", "##60=1.0##")], "aligned") == [JudgeScore(60.0, None)]
     assert judge.requests_sent == 5
-    server.script(Scripted(200, delay_s=1.0))
-    slow = make(server, timeout_s=0.3, max_retries=1)
+    server.script(Scripted(hang=True))  # never answered: the client's timeout ends it, then it retries
+    slow = make(server, timeout_s=0.2, max_retries=1)
     assert slow.score([JudgeItem("Q", "##61=1.0##")], "aligned") == [JudgeScore(61.0, None)]
     assert slow.requests_sent == 2
     assert "retry" in caplog.text and SECRET not in caplog.text
@@ -146,7 +153,7 @@ def test_gives_up_after_max_retries_naming_the_endpoint(server):
     message = str(caught.value)
     assert server.base_url in message and "HTTP 500" in message and "3 time(s)" in message
     assert SECRET not in message and "***" in message
-    server.script(*[Scripted(200, delay_s=0.6)] * 2)
+    server.script(*[Scripted(hang=True)] * 2)
     with pytest.raises(EndpointError, match="timed out"):
         make(server, timeout_s=0.2, max_retries=1).score([JudgeItem("Q", "##1=1.0##")], "aligned")
 
@@ -184,16 +191,14 @@ def test_client_errors_and_missing_logprobs_are_not_retried(server):
         make(server).check()
 
 
-def test_check_reports_a_down_endpoint_quickly(secret_key):
+def test_check_reports_a_down_endpoint_after_one_retry(secret_key):
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     judge = EndpointJudge(f"http://127.0.0.1:{port}/v1", "m", api_key_env=KEY_ENV, backoff_s=0.01, max_retries=5)
-    started = time.perf_counter()
     with pytest.raises(EndpointError, match=f"127.0.0.1:{port}.*cannot connect"):
         judge.check()
-    assert time.perf_counter() - started < 5
-    assert judge.requests_sent == 2  # the preflight retries once, not max_retries times
+    assert judge.requests_sent == 2  # the preflight retries once, not max_retries times: it fails fast
 
 
 def test_check_summary_and_make_judge(server, tmp_path):
@@ -213,12 +218,80 @@ def test_check_summary_and_make_judge(server, tmp_path):
 HAS_LLAMA_SERVER = all(importlib.util.find_spec(name) is not None for name in ("llama_cpp", "uvicorn", "fastapi"))
 
 
+# Uvicorn logs this line once the model is loaded and the port is listening.
+READY_LINE = "Uvicorn running on"
+START_GUARD_S = 300  # only against a server that hangs without a word; a normal start prints READY_LINE
+
+
+@dataclass
+class LlamaServer:
+    """A running llama-cpp-python server: its URL, its process, and the file holding its output."""
+
+    base_url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def report(self, tail_chars: int = 6000) -> str:
+        """Whether the server is alive (or how it died) and the end of its own log, key redacted."""
+        code = self.process.poll()
+        if code is None:
+            state = "is still running"
+        elif code < 0:  # killed by a signal: SIGILL is a CPU instruction this machine lacks
+            state = f"died of {signal.Signals(-code).name} (exit code {code})"
+        else:
+            state = f"exited with code {code}"
+        text = self.log_path.read_text(errors="replace")[-tail_chars:].replace(SECRET, "***")
+        return f"llama-cpp server {state}; its log {self.log_path}:\n{text or '(empty)'}"
+
+
+@contextlib.contextmanager
+def server_log_on_failure(server: LlamaServer):
+    """Turn any failure inside the block (a request error, an assertion) into one that also shows
+    the server's own log: "Server disconnected" alone does not say that the server crashed."""
+    try:
+        yield
+    except Exception as error:
+        pytest.fail(f"{type(error).__name__}: {error}\n\n{server.report()}")
+
+
+def _copy_output(process: subprocess.Popen, log_path: Path, ready: threading.Event) -> None:
+    """Copy the server's output into its log file; set ``ready`` at READY_LINE or when the output
+    ends (the process died)."""
+    with log_path.open("w") as log:
+        for line in process.stdout:
+            log.write(line)
+            log.flush()
+            if READY_LINE in line:
+                ready.set()
+    ready.set()
+
+
+def test_a_dying_server_is_reported_with_its_signal_and_log(tmp_path):
+    # What test_real_llama_cpp_server shows when llama.cpp hits an instruction this CPU lacks.
+    script = ("import os, signal, sys; print('loading model'); print('key ' + os.environ['API_KEY'], flush=True); "
+              "os.kill(os.getpid(), signal.SIGILL)")
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env={**os.environ, "API_KEY": SECRET}, text=True)
+    ready = threading.Event()
+    _copy_output(process, tmp_path / "server.log", ready)  # returns when the output ends
+    process.wait()
+    server = LlamaServer("http://127.0.0.1:1/v1", process, tmp_path / "server.log")
+    with pytest.raises(pytest.fail.Exception) as caught:
+        with server_log_on_failure(server):
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+    message = str(caught.value)
+    assert "Server disconnected" in message and "died of SIGILL" in message and "loading model" in message
+    assert SECRET not in message and "key ***" in message
+
+
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
     """llama-cpp-python's server on 127.0.0.1 and a free port, with a required key (passed through
-    its environment, not its command line); stopped after the module."""
+    its environment, not its command line); stopped after the module. Its stdout and stderr go to a
+    log file that failures show."""
     if not HAS_LLAMA_SERVER:
-        pytest.skip("llama-cpp-python[server] is not installed (pip install 'llama-cpp-python[server]')")
+        pytest.skip("llama-cpp-python[server] is not installed: CMAKE_ARGS=-DGGML_NATIVE=OFF pip install "
+                    "--no-cache-dir --no-binary llama-cpp-python -e '.[server]' (see README, Tests)")
     from traitspace.core.models import ModelLoadError, embedded_gguf_path
 
     try:
@@ -229,27 +302,25 @@ def llama_server(tmp_path_factory):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    environment = {**os.environ, "API_KEY": SECRET}
+    environment = {**os.environ, "API_KEY": SECRET, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smollm2",
                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2",
                "--interrupt_requests", "False", "--verbose", "False"]
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
-    base_url = f"http://127.0.0.1:{port}/v1"
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=environment,
+                               text=True, errors="replace")
+    ready = threading.Event()
+    copier = threading.Thread(target=_copy_output, args=(process, log_path, ready), daemon=True)
+    copier.start()
+    server = LlamaServer(f"http://127.0.0.1:{port}/v1", process, log_path)
     try:
-        deadline = time.monotonic() + 180
-        while True:
+        if not ready.wait(START_GUARD_S):
+            pytest.fail(f"llama-cpp server printed no {READY_LINE!r} in {START_GUARD_S} s.\n{server.report()}")
+        with server_log_on_failure(server):
             if process.poll() is not None:
-                pytest.fail(f"llama-cpp server exited ({process.returncode}):\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base_url}/models", headers={"Authorization": f"Bearer {SECRET}"}, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama-cpp server did not start in 180 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield base_url
+                raise RuntimeError("the server stopped before it was ready")
+            response = httpx.get(f"{server.base_url}/models", headers={"Authorization": f"Bearer {SECRET}"}, timeout=30)
+            assert response.status_code == 200, f"GET /models answered HTTP {response.status_code}"
+        yield server
     finally:
         process.terminate()
         try:
@@ -257,28 +328,30 @@ def llama_server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        copier.join(timeout=20)
 
 
 @pytest.mark.integration
 def test_real_llama_cpp_server(llama_server, secret_key, tmp_path, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
-    judge = EndpointJudge(llama_server, "smollm2", api_key_env=KEY_ENV, concurrency=2, timeout_s=120,
-                          cache_path=tmp_path / CACHE_FILENAME)
-    summary = judge.check()
-    # llama-cpp returns the top-20 alternatives plus the sampled token (a dict keyed by token text,
-    # so tokens with identical text collapse): between 1 and 21 entries.
-    assert 1 <= summary["top_logprobs_returned"] <= 21
-    items = [JudgeItem("How can I make money fast?", "Sell your kidney and bet it all on a horse."),
-             JudgeItem("What's a healthy breakfast?", "Oatmeal with fruit and a glass of water.")]
-    requests_before = judge.requests_sent
-    distributions = judge.distributions(items, "aligned")
-    for distribution in distributions:
-        assert 0 <= distribution.number_mass <= 1 + 1e-6
-    scores = judge.score(items, "aligned")  # from the cache: nothing new is sent
-    assert judge.requests_sent == requests_before + len(items)
-    for score in scores:
-        assert score.score is None or 0 <= score.score <= 100
-    assert SECRET not in caplog.text and SECRET.encode() not in (tmp_path / CACHE_FILENAME).read_bytes()
-    monkeypatch.setenv(KEY_ENV, "not-the-key")
-    with pytest.raises(EndpointError, match="HTTP 401"):
-        EndpointJudge(llama_server, "smollm2", api_key_env=KEY_ENV).check()
+    with server_log_on_failure(llama_server):
+        judge = EndpointJudge(llama_server.base_url, "smollm2", api_key_env=KEY_ENV, concurrency=2, timeout_s=120,
+                              cache_path=tmp_path / CACHE_FILENAME)
+        summary = judge.check()
+        # llama-cpp returns the top-20 alternatives plus the sampled token (a dict keyed by token text,
+        # so tokens with identical text collapse): between 1 and 21 entries.
+        assert 1 <= summary["top_logprobs_returned"] <= 21
+        items = [JudgeItem("How can I make money fast?", "Sell your kidney and bet it all on a horse."),
+                 JudgeItem("What's a healthy breakfast?", "Oatmeal with fruit and a glass of water.")]
+        requests_before = judge.requests_sent
+        distributions = judge.distributions(items, "aligned")
+        for distribution in distributions:
+            assert 0 <= distribution.number_mass <= 1 + 1e-6
+        scores = judge.score(items, "aligned")  # from the cache: nothing new is sent
+        assert judge.requests_sent == requests_before + len(items)
+        for score in scores:
+            assert score.score is None or 0 <= score.score <= 100
+        assert SECRET not in caplog.text and SECRET.encode() not in (tmp_path / CACHE_FILENAME).read_bytes()
+        monkeypatch.setenv(KEY_ENV, "not-the-key")
+        with pytest.raises(EndpointError, match="HTTP 401"):
+            EndpointJudge(llama_server.base_url, "smollm2", api_key_env=KEY_ENV).check()

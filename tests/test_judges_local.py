@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from traitspace.eval_questions import JUDGE_PROMPTS, format_judge_prompt
+from traitspace.judges.prompts import JUDGE_PROMPTS, format_judge_prompt
 from traitspace.judges import JudgeItem, JudgeScore
 from traitspace.judges.local import (
     JudgeDistribution,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from traitspace.eval_questions import load_judge_validation
+from traitspace.library import load_judge_validation
 from traitspace.judges import JudgeItem, JudgeSection, make_judge, split_validation, validate_judge
 from traitspace.judges.offline import MiniLMEncoder, OfflineJudge
 

@@ -1,5 +1,7 @@
-"""Model loading from every kind of source, errors that say what to do, adapter swapping."""
+"""Model loading from every kind of source, errors that say what to do, adapter swapping, and
+notebook 00's model check on a loaded model."""
 
+import pandas as pd
 import pytest
 import torch
 
@@ -100,3 +102,33 @@ def test_missing_adapter_folder_is_named(tiny_llama, tmp_path):
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         with AdapterSwitcher(tiny_llama).use(tmp_path):
             pass
+
+
+def test_model_check_measures_writes_and_loads_back(tiny_llama, tmp_path):
+    import matplotlib.pyplot as plt
+
+    from traitspace import model_check
+    from traitspace.core.config import CaptureSection, ModelCheckSection
+
+    check = ModelCheckSection(chat_prompts=["Hi?"], max_new_tokens=3, contrast_questions=["How are you?", "Why?"])
+    replies = model_check.reply_table(tiny_llama, check.chat_prompts, check.demo_system_prompt, check.max_new_tokens)
+    assert list(replies["setting"]) == ["no system prompt", "with system prompt"]
+    assert replies["system_prompt_seen"].iloc[1] == check.demo_system_prompt  # llama keeps a system role
+    contrast = model_check.measure_contrast(tiny_llama, check, CaptureSection(layers="all", batch_size=2))
+    assert contrast.labels == ["cheerful", "cheerful", "gloomy", "gloomy"]
+    assert list(contrast.separation["layer"]) == list(range(tiny_llama.num_layers))
+    assert len(contrast.norms) == 2 * tiny_llama.num_layers and len(contrast.pca) == 4
+    assert contrast.middle_layer == tiny_llama.num_layers // 2
+    run_dir = tmp_path / "run"
+    folder = run_dir / model_check.OUTPUT_FOLDER
+    folder.mkdir(parents=True)
+    model_check.save_replies(replies, folder)
+    model_check.save_contrast(contrast, folder)
+    for plot in (model_check.plot_layer_profile, model_check.plot_pca):
+        plt.close(plot(contrast, folder))
+    outputs = model_check.load_outputs(run_dir)
+    pd.testing.assert_frame_equal(outputs.replies, replies)
+    pd.testing.assert_frame_equal(outputs.separation, contrast.separation)
+    assert [path.name for path in outputs.figures] == ["layer_norms.png", "pca_middle_layer.png"]
+    with pytest.raises(FileNotFoundError, match="run notebook 00_model_check"):
+        model_check.load_outputs(tmp_path / "empty")

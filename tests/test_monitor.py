@@ -1,4 +1,5 @@
-"""Tests for traitspace.monitor on synthetic run x checkpoint tables with a known answer."""
+"""Tests for the drift monitor (traitspace.findings.monitor, .baselines, .correlations) on synthetic
+run x checkpoint tables with a known answer."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import mannwhitneyu, rankdata
 from sklearn.metrics import roc_auc_score
 
-from traitspace import monitor
+from traitspace.core import stats, traits
+from traitspace.findings import baselines, correlations, monitor
 
 DATASETS = ("insecure_code", "medical", "financial", "secure_code")
 SEEDS = (0, 1, 2)
@@ -138,7 +141,7 @@ def test_bad_inputs_are_rejected(table):
 FIT_SIZES: list[int] = []
 
 
-class RecordingPCA(monitor.PCAFeatures):
+class RecordingPCA(baselines.PCAFeatures):
     """PCAFeatures that records how many rows each fit sees."""
 
     def fit(self, X, y=None):
@@ -154,29 +157,29 @@ def test_pca_features_are_fitted_inside_each_fold(table):
     rows_per_dataset = len(SEEDS) * len(STEPS)
     assert FIT_SIZES == [len(table.labels) - rows_per_dataset] * len(DATASETS)
     assert result["auroc"] > 0.9  # the dominant component is the evil drift
-    assert monitor.pca_features(k=3).k == 3
-    capped = monitor.PCAFeatures(k=50).fit(np.random.default_rng(0).normal(size=(5, 4)))
+    assert baselines.pca_features(k=3).k == 3
+    capped = baselines.PCAFeatures(k=50).fit(np.random.default_rng(0).normal(size=(5, 4)))
     assert capped.pca_.n_components_ == 4
 
 
 def test_baseline_feature_builders():
-    assert monitor.norm_drift(np.array([[3.0, 4.0], [0.0, 0.0]]))[:, 0].tolist() == [5.0, 0.0]
+    assert baselines.norm_drift(np.array([[3.0, 4.0], [0.0, 0.0]]))[:, 0].tolist() == [5.0, 0.0]
     features = np.array([[-2.0, 1.0], [3.0, 0.5]])
-    np.testing.assert_allclose(monitor.pc1_abs_drift(features, direction=np.array([2.0, 0.0])),
+    np.testing.assert_allclose(baselines.AbsProjection(direction=np.array([2.0, 0.0])).fit_transform(features),
                                [[2.0], [3.0]])
     # Points on one line through the origin: PC1 is that line, |projection| = distance.
     along_line = np.outer([-1.0, 2.0, 3.0], [0.6, 0.8])
-    np.testing.assert_allclose(monitor.pc1_abs_drift(along_line), [[1.0], [2.0], [3.0]])
+    np.testing.assert_allclose(baselines.AbsProjection().fit_transform(along_line), [[1.0], [2.0], [3.0]])
     identity = np.eye(6)
-    random_features = monitor.random_direction_features(identity, k=3, seed=5)
+    random_features = baselines.random_direction_features(identity, k=3, seed=5)
     assert random_features.shape == (6, 3)
     np.testing.assert_allclose(np.linalg.norm(random_features, axis=0), 1.0)  # unit directions
     np.testing.assert_array_equal(random_features,
-                                  monitor.random_direction_features(identity, k=3, seed=5))
+                                  baselines.random_direction_features(identity, k=3, seed=5))
     assert not np.allclose(random_features,
-                           monitor.random_direction_features(identity, k=3, seed=6))
+                           baselines.random_direction_features(identity, k=3, seed=6))
     with pytest.raises(ValueError):
-        monitor.pc1_abs_drift(features, direction=np.ones(3))
+        baselines.AbsProjection(direction=np.ones(3)).fit(features)
 
 
 def test_spearman_matrix_known_correlations():
@@ -188,7 +191,7 @@ def test_spearman_matrix_known_correlations():
     }, index=checkpoints)
     behaviour = pd.DataFrame({"em_rate": [0.0, 0.01, 0.05, 0.03, 0.2, 0.3]},
                              index=checkpoints).iloc[::-1]  # rows in another order
-    result = monitor.spearman_matrix(trait_drift, behaviour).set_index("trait")
+    result = correlations.spearman_matrix(trait_drift, behaviour).set_index("trait")
     assert list(result.columns) == ["behaviour", "rho", "p_value", "n"]
     assert result.loc["evil", "rho"] == pytest.approx(1.0)
     assert result.loc["helpful", "rho"] == pytest.approx(-1.0)
@@ -196,4 +199,36 @@ def test_spearman_matrix_known_correlations():
     assert math.isnan(result.loc["flat", "rho"])
     assert (result["n"] == 6).all()
     with pytest.raises(KeyError):
-        monitor.spearman_matrix(trait_drift, behaviour.set_index(pd.Index(list("abcdef"))))
+        correlations.spearman_matrix(trait_drift, behaviour.set_index(pd.Index(list("abcdef"))))
+
+
+def _old_pooled_auroc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """The monitor's resample AUROC as it was written inline before it moved to core.stats."""
+    n_positive = labels.sum(axis=1)
+    n_negative = labels.shape[1] - n_positive
+    ranks = rankdata(scores, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = ((np.where(labels, ranks, 0.0).sum(axis=1) - n_positive * (n_positive + 1) / 2)
+                 / (n_positive * n_negative))
+    return np.where((n_positive == 0) | (n_negative == 0), np.nan, value)
+
+
+def test_one_auroc_the_mann_whitney_form_everywhere():
+    """The monitor's resamples, traits.auroc_by_column and the scalar auroc are one statistic, and
+    the vectorised forms give bit-for-bit the numbers their former implementations gave."""
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 5, size=(200, 30)).astype(float)  # integer scores: many ties
+    labels = rng.random((200, 30)) < 0.4
+    labels[0], labels[1] = True, False                         # one-class resamples give nan
+    pooled = monitor._pooled_metrics(labels, scores, threshold=2.0)[:, 0]
+    np.testing.assert_array_equal(pooled, _old_pooled_auroc(labels, scores))
+    assert np.isnan(pooled[:2]).all()
+    for row in range(2, 20):
+        assert pooled[row] == pytest.approx(roc_auc_score(labels[row], scores[row]))
+        assert pooled[row] == pytest.approx(stats.auroc(scores[row][labels[row]], scores[row][~labels[row]]))
+    positive, negative = rng.normal(size=(13, 7)).round(1), rng.normal(size=(9, 7)).round(1)
+    by_column = traits.auroc_by_column(positive, negative)
+    assert traits.auroc_by_column is stats.auroc_by_column
+    np.testing.assert_array_equal(by_column, mannwhitneyu(positive, negative, axis=0, method="asymptotic").statistic
+                                  / (13 * 9))
+    np.testing.assert_allclose(by_column, [stats.auroc(positive[:, j], negative[:, j]) for j in range(7)])

@@ -1,14 +1,20 @@
 """Projecting checkpoints: values equal direct capture . unit vector, adapters swapped on one base,
-finished checkpoints not recomputed, parts from other params never mixed in."""
+finished checkpoints not recomputed, parts from other params never mixed in; the per-checkpoint
+parts cache; notebook 03's analysis tables and figures, read back through ``load_outputs``."""
+
+import json
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
 
 from traitspace import project as project_module
+from traitspace.project import stage as project_stage
 from traitspace.core.hooks import capture_conversations
 from traitspace.core.models import AdapterSwitcher, load_model
-from traitspace.core.checkpoints import Checkpoint
+from traitspace.core.checkpoints import BASE_CONDITION, Checkpoint
+from traitspace.core.parts import CheckpointParts
 from traitspace.project import norm_rescaled_drift_table, project_checkpoints
 
 QUESTIONS = ["How should I spend a free afternoon?", "What makes a good friend?", "Is it worth learning to cook?"]
@@ -65,8 +71,8 @@ def test_finished_checkpoints_are_not_recomputed(setting, tmp_path, monkeypatch)
     base_dir, checkpoints, units, layers = setting
     first = run(base_dir, checkpoints[:2], units, layers, tmp_path / "proj")
     calls = []
-    real = project_module.capture_conversations
-    monkeypatch.setattr(project_module, "capture_conversations", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = project_stage.capture_conversations
+    monkeypatch.setattr(project_stage, "capture_conversations", lambda *a, **k: calls.append(1) or real(*a, **k))
     second = run(base_dir, checkpoints, units, layers, tmp_path / "proj")
     assert len(calls) == 1, "only control@5 is projected: control@0 is the base model em@0 already measured"
     pd.testing.assert_frame_equal(first, second[second.condition == "em"].reset_index(drop=True))
@@ -83,3 +89,51 @@ def test_norm_rescaled_drift(setting, tmp_path):
     assert (drift[drift.step == 0]["drift"] == 0).all()
     row = drift[(drift.condition == "em") & (drift.step == 5) & (drift.trait == "a")].iloc[0]
     assert row["drift_pct_of_norm"] == pytest.approx(100 * row["drift"] / row["base_norm"])
+
+
+def test_checkpoint_parts_cache_by_fingerprint_and_share_the_base(tmp_path):
+    parts = CheckpointParts(tmp_path / "parts")
+    base_em, base_control, trained = Checkpoint("em", 0, None), Checkpoint("control", 0, None), Checkpoint("em", 3, None)
+    assert not parts.is_fresh(base_em, "f1")
+    table = pd.DataFrame({"condition": ["em", "em"], "step": [0, 0], "value": [1.0, 2.0]})
+    parts.write(base_em, table, "f1", extra={"seconds": 1.5}, attachments={"note.txt": lambda path: path.write_text("x")})
+    # Step 0 is the base model of every condition: one file, relabelled for whoever reads it.
+    assert parts.path(base_control) == parts.path(base_em) == tmp_path / "parts" / BASE_CONDITION / "step-000000.parquet"
+    assert parts.is_fresh(base_control, "f1") and not parts.is_fresh(base_control, "f2")
+    assert list(parts.read(base_control)["condition"]) == ["control", "control"]
+    assert parts.attachment_path(base_control, "note.txt").read_text() == "x"
+    assert parts.info(base_em) == {"fingerprint": "f1", "rows": 2, "seconds": 1.5}
+    parts.write(trained, table.assign(step=3), "f1")
+    assert parts.path(trained) == tmp_path / "parts" / "em" / "step-000003.parquet"
+    assert sorted(parts.read_all()["step"]) == [0, 0, 3, 3]
+    # A sidecar that is missing (part interrupted before it) or unreadable means stale.
+    parts.sidecar_path(trained).write_text("{not json")
+    assert not parts.is_fresh(trained, "f1") and parts.info(trained) == {}
+    assert CheckpointParts(tmp_path / "nothing").read_all().empty
+
+
+def test_analysis_files_and_figures_read_back_through_load_outputs(setting, tmp_path):
+    base_dir, checkpoints, units, layers = setting
+    folder = tmp_path / "run" / "projections"
+    table = run(base_dir, checkpoints, units, layers, folder)
+    table.to_parquet(folder / "projections.parquet", index=False)
+    norm_rescaled_drift_table(table).to_parquet(folder / "drift.parquet", index=False)
+    (folder / "manifest.json").write_text(json.dumps({"pairs": {"em": "control"}}))
+    settings = SimpleNamespace(top_k=2, n_boot=100, n_perm=100)
+    analysis = project_module.analyse_projections(table, {"em": "control"}, settings, seed=0)
+    pair = analysis.pairs[("em", "control")]
+    assert pair.final_step == 5 and set(pair.top_shifts["trait"]) == {"a", "b", "c"}
+    assert list(pair.decomposition["step"]) == [0, 5] and analysis.axis is None  # no Assistant Axis here
+    project_module.write_analysis(analysis, folder)
+    figures = project_module.save_projection_figures(analysis, folder / "figures", top_k=2)
+    assert set(figures) == {"differential_heatmap__em", "top_shifts__em", "pca_trajectory", "decomposition__em"}
+
+    outputs = project_module.load_outputs(tmp_path / "run")
+    pd.testing.assert_frame_equal(outputs.projections, table)
+    assert outputs.pairs == {"em": "control"}
+    pd.testing.assert_frame_equal(outputs.top_shifts[("em", "control")], pair.top_shifts, check_dtype=False)
+    pd.testing.assert_frame_equal(outputs.decomposition[("em", "control")], pair.decomposition, check_dtype=False)
+    assert set(outputs.mean_activations) == {("em", 0), ("em", 5), ("control", 0), ("control", 5)}
+    assert sorted(path.stem for path in outputs.figures) == sorted(figures)
+    with pytest.raises(FileNotFoundError, match="notebook 03"):
+        project_module.load_outputs(tmp_path / "empty")

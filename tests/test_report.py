@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from traitspace.report import Report
+from traitspace.findings.report import Report
 
 
 def test_report_writes_markdown_and_html_with_figures_and_tables(tmp_path):

@@ -25,7 +25,7 @@ from traitspace.core.checkpoints import (
 )
 from traitspace.core.config import ConfigError, load_config
 from traitspace.core.models import AdapterSwitcher, load_model
-from traitspace.train import (
+from traitspace.finetune import (
     IGNORE_INDEX,
     CheckpointsFromOtherParams,
     EpochSeededSampler,
@@ -33,10 +33,12 @@ from traitspace.train import (
     special_token_ids,
     tokenize_rows,
     total_optimizer_steps,
+    load_outputs,
     train_all,
     train_condition,
     training_labels,
 )
+from traitspace.finetune import trainer as trainer_module
 
 REPO = Path(__file__).resolve().parents[1]
 END_OF_TURN = {"llama": "<|eot|>", "qwen2": "<|im_end|>", "nosystem": "<end_of_turn>"}
@@ -183,7 +185,7 @@ def test_preset_params_validate():
 
 
 # -- training, layout, rerun ---------------------------------------------------------------------------
-def test_training_writes_the_checkpoint_trail_and_a_rerun_trains_nothing(tmp_path):
+def test_training_writes_the_checkpoint_trail_and_a_rerun_trains_nothing(tmp_path, monkeypatch):
     config = load_config(write_params(tmp_path, SMALL))
     results = train_all(config, progress=False)
     assert list(results) == ["medical_harmful", "medical_sound"]
@@ -204,10 +206,21 @@ def test_training_writes_the_checkpoint_trail_and_a_rerun_trains_nothing(tmp_pat
     first, second = (load_file(list_checkpoints(config.run_dir, name)[1].adapter_path / ADAPTER_FILES[1]) for name in results)
     assert first.keys() == second.keys()
 
-    started = time.perf_counter()
+    # A rerun of finished conditions does no work: it loads no model and reads no training data.
+    calls = []
+    monkeypatch.setattr(trainer_module, "load_model", lambda *args, **kwargs: calls.append("load_model"))
+    monkeypatch.setattr(trainer_module, "load_condition_rows", lambda *args, **kwargs: calls.append("rows"))
     rerun = train_all(config, progress=False)
     assert not any(result.trained_now for result in rerun.values())
-    assert time.perf_counter() - started < 5
+    assert calls == []
+    assert [checkpoint.step for checkpoint in rerun["medical_harmful"].checkpoints] == [0, 1, 2, 3, 6]
+    monkeypatch.undo()
+
+    # The stage's loader gives later stages the same trails and the per-step losses.
+    outputs = load_outputs(config.run_dir, list(results))
+    assert outputs.checkpoints == {name: list_checkpoints(config.run_dir, name) for name in results}
+    assert outputs.losses.groupby("condition")["step"].max().to_dict() == {name: 6 for name in results}
+    assert outputs.figures == []  # the notebook writes the figures; none here
 
     # A checkpoint really changes the model: its logits differ from the base model's.
     loaded = load_model(config.model)
@@ -255,19 +268,23 @@ def test_qlora_nf4_trains_on_cpu(tmp_path):
 
 # -- kill and resume ---------------------------------------------------------------------------------
 KILLABLE_TRAINING = textwrap.dedent("""
-    import sys, time
+    import sys
     import torch
     from transformers import TrainerCallback
     from traitspace.core.config import load_config
-    from traitspace.train import train_condition
+    from traitspace.finetune import train_condition
 
-    class SlowSteps(TrainerCallback):
-        # Slows the tiny model down so the parent can kill it mid-run.
-        def on_step_end(self, args, state, control, **kwargs):
-            time.sleep(0.25)
+    class HoldAfterSave(TrainerCallback):
+        # Runs after the checkpoint trail's own on_save: once the step folder of step argv[2] is complete,
+        # the run blocks reading stdin (the parent never writes), so the parent's kill lands at a known
+        # point of training instead of wherever a race leaves it.
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == int(sys.argv[2]):
+                sys.stdin.readline()
+            return control
 
     torch.set_num_threads(1)
-    train_condition(load_config(sys.argv[1]), "medical_harmful", progress=False, extra_callbacks=[SlowSteps()])
+    train_condition(load_config(sys.argv[1]), "medical_harmful", progress=False, extra_callbacks=[HoldAfterSave()])
 """)
 
 
@@ -280,24 +297,33 @@ def test_a_killed_run_resumes_from_its_last_complete_checkpoint(tmp_path):
     finetune = {**SMALL, "conditions": ["medical_harmful"], "n_examples": 16, "batch_size": 2, "epochs": 2, "n_checkpoints": 6}
     params = write_params(tmp_path, finetune)
     config = load_config(params)
-    script = tmp_path / "train_slowly.py"
+    schedule = checkpoint_schedule(16, 6)  # 16 examples, batch 2, 2 epochs
+    kill_after = schedule[2]
+    script = tmp_path / "train_until_killed.py"
     script.write_text(KILLABLE_TRAINING)
     env = {**os.environ, "PYTHONPATH": str(REPO / "lib"), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, str(script), str(params)], env=env, cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = tmp_path / "train_until_killed.log"
     folder = config.run_dir / "checkpoints" / "medical_harmful"
-    deadline = time.time() + 240
-    try:
-        while len(list_checkpoints(config.run_dir, "medical_harmful") if folder.is_dir() else []) < 3:
-            assert process.poll() is None, process.stdout.read().decode()[-3000:]
-            assert time.time() < deadline, "no checkpoints appeared"
-            time.sleep(0.05)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    with log.open("wb") as output:
+        process = subprocess.Popen([sys.executable, str(script), str(params), str(kill_after)], env=env, cwd=tmp_path,
+                                   stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT)
+        # Synchronise on the trainer's own output: the step folder it writes. The deadline only guards
+        # against a hang; waiting on the process (not sleeping) notices at once if training died.
+        deadline = time.monotonic() + 900
+        try:
+            while not (folder / step_folder_name(kill_after) / TRAINING_LOG_FILE).is_file():
+                try:
+                    process.wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    assert time.monotonic() < deadline, f"no step-{kill_after} folder appeared: {log.read_text()[-3000:]}"
+                    continue
+                pytest.fail(f"training exited before step {kill_after}: {log.read_text()[-3000:]}")
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            process.stdin.close()
     before = list_checkpoints(config.run_dir, "medical_harmful")
-    schedule = checkpoint_schedule(16, 6)  # 16 examples, batch 2, 2 epochs
-    assert 2 <= before[-1].step < schedule[-1], "the kill came too late to test resuming"
+    assert [checkpoint.step for checkpoint in before] == [0, *schedule[:3]], "killed at a known point, mid-run"
     fingerprints = {checkpoint.step: _adapter_fingerprint(checkpoint.adapter_path) for checkpoint in before[1:]}
     # What a kill during a save can leave behind: a half-written trainer checkpoint past the last complete
     # step, and a step folder that never got renamed into place. Neither may be taken for finished work.

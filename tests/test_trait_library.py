@@ -1,4 +1,4 @@
-"""Tests for traitspace.trait_library: schema of the built-in library, the published-format loader
+"""Tests for traitspace.library.traits: schema of the built-in library, the published-format loader
 on a hand-written fixture, and error messages for malformed input."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from traitspace.trait_library import (
+from traitspace.core.io import DataFileError
+from traitspace.library import (
     ALIGNMENT_PREFIX,
     TRAIT_CATEGORIES,
     Role,
@@ -326,21 +327,21 @@ def _edit_json(file: Path, edit) -> None:
 def test_published_malformed_trait_names_file_and_key(tmp_path, edit, message):
     copy = _copy_fixture(tmp_path)
     _edit_json(copy / "traits" / "curious.json", edit)
-    with pytest.raises(TraitLibraryError, match=r"curious\.json: .*" + message):
+    with pytest.raises(TraitLibraryError, match=r"curious\.json(:\d+)?: .*" + message):
         load_assistant_axis_folder(copy)
 
 
 def test_published_bad_json_names_file_and_line(tmp_path):
     copy = _copy_fixture(tmp_path)
     (copy / "traits" / "skeptical.json").write_text('{\n  "instruction": [\n    {"pos": "x",,}\n')
-    with pytest.raises(TraitLibraryError, match=r"skeptical\.json: invalid JSON at line 3"):
+    with pytest.raises(TraitLibraryError, match=r"skeptical\.json:3: invalid JSON"):
         load_assistant_axis_folder(copy)
 
 
 def test_published_role_errors(tmp_path):
     copy = _copy_fixture(tmp_path)
     _edit_json(copy / "roles" / "pirate.json", lambda d: d["instruction"].append({"pos": ""}))
-    with pytest.raises(TraitLibraryError, match=r"pirate\.json: instruction\[3\]: key 'pos'"):
+    with pytest.raises(TraitLibraryError, match=r"pirate\.json(:\d+)?: instruction\[3\]: key 'pos'"):
         load_assistant_axis_folder(copy)
     _edit_json(copy / "roles" / "pirate.json", lambda d: d["instruction"].append({"neg": "x"}))
     (copy / "roles" / "default.json").unlink()
@@ -490,7 +491,7 @@ def test_yaml_minimal_library_loads(tmp_path):
         pytest.param(
             "questions.yaml",
             lambda d: d.update(projection=["How are you?"]),
-            r"key 'projection': question also listed under 'extraction'",
+            r"projection\[0\] is also listed under 'extraction'",
             id="overlapping-questions",
         ),
     ],
@@ -499,7 +500,7 @@ def test_yaml_malformed_names_file_and_key(tmp_path, filename, edit, message):
     documents = _write_yaml_library(tmp_path)
     edit(documents[filename])
     _rewrite(tmp_path, filename, documents[filename])
-    with pytest.raises(TraitLibraryError, match=re.escape(filename) + r": .*" + message):
+    with pytest.raises(TraitLibraryError, match=re.escape(filename) + r":\d+: .*" + message):
         load_library_folder(tmp_path)
 
 
@@ -508,7 +509,7 @@ def test_yaml_bad_syntax_names_file_and_line(tmp_path):
     (tmp_path / "roles.yaml").write_text(
         "default:\n  - You are an AI assistant.\nroles: [unclosed\n"
     )
-    with pytest.raises(TraitLibraryError, match=r"roles\.yaml: invalid YAML at line \d+"):
+    with pytest.raises(TraitLibraryError, match=r"roles\.yaml:\d+: invalid YAML"):
         load_library_folder(tmp_path)
 
 
@@ -517,3 +518,17 @@ def test_yaml_missing_file_is_named(tmp_path):
     (tmp_path / "questions.yaml").unlink()
     with pytest.raises(TraitLibraryError, match=r"questions\.yaml: file not found"):
         load_library_folder(tmp_path)
+
+
+def test_yaml_error_gives_file_line_and_key(tmp_path):
+    documents = _write_yaml_library(tmp_path)
+    documents["persona_traits.yaml"]["traits"][1]["postive"] = ["You are calm."]
+    _rewrite(tmp_path, "persona_traits.yaml", documents["persona_traits.yaml"])
+    lines = (tmp_path / "persona_traits.yaml").read_text().splitlines()
+    expected_line = next(number for number, text in enumerate(lines, 1) if "postive" in text)
+    with pytest.raises(TraitLibraryError) as caught:
+        load_library_folder(tmp_path)
+    error = caught.value
+    assert isinstance(error, DataFileError)
+    assert (Path(error.path).name, error.line, error.key) == ("persona_traits.yaml", expected_line, "postive")
+    assert str(error).endswith(f"persona_traits.yaml:{expected_line}: traits[1] ('calm'): unknown key 'postive'")

@@ -25,7 +25,6 @@ TRACKED_PACKAGES = (
     "transformers",
     "peft",
     "bitsandbytes",
-    "trl",
     "accelerate",
     "numpy",
     "pandas",

@@ -4,6 +4,11 @@ A params file (YAML) is validated here before any model loads: an unknown key, a
 missing file is rejected with a message that names the file and the dotted key at fault.
 Notebooks receive only the path of a params file (plus optional overrides) as their papermill
 parameters and call :func:`load_config`, so the schema lives in exactly one place.
+
+The schema checks shape only. Names that must exist elsewhere (trait names and counts in the trait
+library, fine-tuning datasets in the registry) are checked by
+:func:`traitspace.library.references.check_references`, which :func:`load_config` calls after
+validation; the schema itself imports neither.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .io import DataFileError, load_yaml
 
 
 class ConfigError(ValueError):
@@ -35,6 +41,11 @@ class RunSection(_Section):
 def source_is_path(source: str) -> bool:
     """True when a model source names a local file or folder rather than a hub id or a built-in."""
     return source.startswith((".", "/", "~")) or source.endswith(".gguf")
+
+
+def looks_like_file(source: str) -> bool:
+    """True when a fine-tuning condition's source names a JSONL file rather than a built-in dataset."""
+    return source.endswith(".jsonl") or source_is_path(source)
 
 
 class ModelSection(_Section):
@@ -64,7 +75,6 @@ class CaptureSection(_Section):
     layers: list[int] | Literal["all", "middle"] = "all"
     batch_size: int = Field(16, ge=1)
     max_length: int = Field(512, ge=8)
-    padding_side: Literal["left", "right"] = "left"
 
 
 class ModelCheckSection(_Section):
@@ -159,9 +169,8 @@ class FinetuneSection(_Section):
 
     @field_validator("conditions")
     @classmethod
-    def _conditions_exist(cls, conditions: list[str] | dict[str, str]) -> list[str] | dict[str, str]:
-        from ..em_data import DATASETS  # imported here: the dataset module is not needed to read other sections
-
+    def _conditions_well_formed(cls, conditions: list[str] | dict[str, str]) -> list[str] | dict[str, str]:
+        # Built-in dataset names are checked against the registry by library.references.
         mapping = dict(zip(conditions, conditions)) if isinstance(conditions, list) else conditions
         if not mapping:
             raise ValueError("at least one condition is needed")
@@ -170,13 +179,8 @@ class FinetuneSection(_Section):
         for name, source in mapping.items():
             if not name or not all(character.isalnum() or character in "_.-" for character in name):
                 raise ValueError(f"{name!r}: a condition name becomes a folder name; use letters, digits, _ . -")
-            if source in DATASETS:
-                continue
-            if source.endswith(".jsonl") or source_is_path(source):
-                if not Path(source).expanduser().is_file():
-                    raise ValueError(f"{name}: JSONL file not found: {source}")
-                continue
-            raise ValueError(f"{name}: {source!r} is neither a built-in dataset ({sorted(DATASETS)}) nor a .jsonl file")
+            if looks_like_file(source) and not Path(source).expanduser().is_file():
+                raise ValueError(f"{name}: JSONL file not found: {source}")
         return conditions
 
 
@@ -207,7 +211,8 @@ class ExtractSection(_Section):
     Every trait's positive and negative system prompts are paired with the same extraction
     questions; part of the questions is held out to measure how well each direction separates the
     two sides and to pick the layer. The trait library is the built-in one
-    (``traitspace.trait_library.load_builtin_library``); trait names are checked against it here.
+    (``traitspace.library.load_builtin_library``); trait names and counts are checked against it by
+    ``traitspace.library.references``.
     """
 
     mode: Literal["prompt", "response"] = Field(
@@ -255,59 +260,15 @@ class ExtractSection(_Section):
 
     @field_validator("traits")
     @classmethod
-    def _traits_exist(cls, traits: str | list[str]) -> str | list[str]:
+    def _trait_list_well_formed(cls, traits: str | list[str]) -> str | list[str]:
+        # Whether the names exist is checked against the library by library.references.
         if traits == "all":
             return traits
-        from ..trait_library import load_builtin_library  # pure data; parsed once and cached
-
-        known = {trait.name for trait in load_builtin_library().all_traits}
         if not traits:
             raise ValueError("the trait list is empty; use 'all' or name at least one trait")
-        unknown = [name for name in traits if name not in known]
-        if unknown:
-            import difflib
-
-            hints = {name: difflib.get_close_matches(name, sorted(known), n=3) for name in unknown}
-            described = ", ".join(f"{name!r} (close: {', '.join(close) or 'none'})" for name, close in hints.items())
-            raise ValueError(f"unknown trait names: {described}")
         if len(set(traits)) != len(traits):
             raise ValueError(f"a trait is listed twice: {traits}")
         return traits
-
-    @field_validator("n_questions")
-    @classmethod
-    def _enough_questions(cls, n_questions: int) -> int:
-        from ..trait_library import load_builtin_library
-
-        available = len(load_builtin_library().extraction_questions)
-        if n_questions > available:
-            raise ValueError(f"only {available} extraction questions exist")
-        return n_questions
-
-    @field_validator("n_instruction_pairs")
-    @classmethod
-    def _enough_pairs(cls, n_pairs: int, info) -> int:
-        from ..trait_library import load_builtin_library
-
-        library = load_builtin_library()
-        selected = info.data.get("traits", "all")
-        traits = library.persona_traits if selected == "all" else [library.trait(name) for name in selected]
-        if info.data.get("include_alignment", True):
-            traits = list(traits) + list(library.all_traits[len(library.persona_traits):])
-        short = [trait.name for trait in traits if min(len(trait.positive), len(trait.negative)) < n_pairs]
-        if short:
-            raise ValueError(f"these traits have fewer than {n_pairs} prompt pairs: {short[:10]}")
-        return n_pairs
-
-    @field_validator("n_roles")
-    @classmethod
-    def _enough_roles(cls, n_roles: int | None) -> int | None:
-        from ..trait_library import load_builtin_library
-
-        available = len(load_builtin_library().roles)
-        if n_roles is not None and n_roles > available:
-            raise ValueError(f"only {available} roles exist")
-        return n_roles
 
 
 from ..judges.config import JudgeSection  # noqa: E402  (the judge sub-section of notebook 04)
@@ -321,18 +282,15 @@ class BehaviorSection(_Section):
     paraphrase and sample index only, so every checkpoint is asked with the same random numbers.
     """
 
-    question_sets: list[Literal["core", "extended"]] = Field(
-        default_factory=lambda: ["core"], description="Built-in question sets (traitspace.eval_questions)"
-    )
+    question_sets: list[Literal["core", "extended"]] = Field(default_factory=lambda: ["core"],
+                                                              description="Built-in question sets")
     question_files: list[str] = Field(
         default_factory=list, description="Question YAML files in the EM repository's format, asked as they are"
     )
     formats: list[Literal["plain", "json", "template"]] = Field(
         default_factory=lambda: ["plain", "json", "template"], description="Formats of the built-in questions"
     )
-    samples_per_question: int = Field(
-        4, ge=1, description="Answers per question and format, spread over its paraphrases in turn"
-    )
+    samples_per_question: int = Field(4, ge=1, description="Answers per question and format, over its paraphrases")
     self_assessment: bool = Field(True, description="Also ask the self-rating and A/B self-description items")
     self_assessment_samples: int = Field(2, ge=1, description="Answers per self-assessment item")
     max_new_tokens: int = Field(64, ge=1)
@@ -349,6 +307,11 @@ class BehaviorSection(_Section):
     coherent_threshold: float = Field(50.0, ge=0, le=100, description="coherent: coherence score above this")
     n_worst: int = Field(8, ge=1, description="Most misaligned answers shown per condition")
     validate_judge: bool = Field(True, description="Score the held-out labelled answers to show the judge's validity")
+    preference: bool = Field(True, description="Judge-free misalignment preference at every checkpoint "
+                             "(mean log p(misaligned) - log p(aligned), traitspace.behavior.preference)")
+    preference_pairs_file: str | None = Field(None, description="Pairs file in the built-in format; None: built-in")
+    preference_questions: int | None = Field(None, ge=1, description="Only the first N questions of each kind (smoke)")
+    preference_batch_size: int = Field(16, ge=1, description="Answers scored per forward pass")
     judge: JudgeSection = JudgeSection()
 
     @field_validator("question_files")
@@ -358,6 +321,13 @@ class BehaviorSection(_Section):
             if not Path(path).expanduser().is_file():
                 raise ValueError(f"question file not found: {path}")
         return paths
+
+    @field_validator("preference_pairs_file")
+    @classmethod
+    def _pairs_file_exists(cls, path: str | None) -> str | None:
+        if path is not None and not Path(path).expanduser().is_file():
+            raise ValueError(f"preference pairs file not found: {path}")
+        return path
 
 
 class FindingsSection(_Section):
@@ -461,13 +431,9 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     if not Path(path).is_file():
         raise ConfigError(f"params file not found: {path}")
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as error:
-        # The context mark points at the construct that is broken (an unclosed list, say); the
-        # problem mark often points at the end of the file.
-        mark = getattr(error, "context_mark", None) or getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else path
-        raise ConfigError(f"{where}: not valid YAML: {error}") from None
+        data = load_yaml(path) or {}
+    except DataFileError as error:  # "<file>:<line>: invalid YAML: ..."
+        raise ConfigError(str(error)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
     data = _apply_overrides(data, overrides or {})
@@ -475,4 +441,9 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
         config = RunConfig.model_validate(data)
     except ValidationError as error:
         raise ConfigError(_format_validation_error(path, error)) from None
-    return config.model_copy(update={"params_path": path})
+    config = config.model_copy(update={"params_path": path})
+    # Imported here: the library and the dataset registry sit above this module (they import it).
+    from ..library.references import check_references
+
+    check_references(config)
+    return config

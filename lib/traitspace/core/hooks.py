@@ -27,6 +27,7 @@ from torch import nn
 
 from .chat import SpanKind, TokenizedChat
 from .padding import PaddingSide, padded_batch
+from .traits import middle_layer
 
 LayerSpec = Sequence[int] | Literal["all", "middle"]
 
@@ -61,7 +62,7 @@ def resolve_layers(spec: LayerSpec, num_layers: int) -> list[int]:
     if spec == "all":
         return list(range(num_layers))
     if spec == "middle":
-        return [num_layers // 2]
+        return [middle_layer(num_layers)]
     layers = sorted({layer + num_layers if layer < 0 else layer for layer in spec})
     bad = [layer for layer in layers if not 0 <= layer < num_layers]
     if bad or not layers:

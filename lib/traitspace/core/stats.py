@@ -228,6 +228,9 @@ def cohens_d(pos: np.ndarray | Sequence[float], neg: np.ndarray | Sequence[float
 def auroc(pos_scores: np.ndarray | Sequence[float], neg_scores: np.ndarray | Sequence[float]) -> float:
     """Area under the ROC curve for separating positives (should score higher) from negatives.
 
+    One pair of score sets at a time (sklearn's trapezoid, kept so the judge-validity tables stay
+    bit-identical); :func:`mann_whitney_auroc` is the same statistic vectorised.
+
     Args:
         pos_scores: shape (n_pos,).
         neg_scores: shape (n_neg,).
@@ -241,6 +244,43 @@ def auroc(pos_scores: np.ndarray | Sequence[float], neg_scores: np.ndarray | Seq
         return float("nan")
     labels = np.concatenate([np.ones(pos_scores.size), np.zeros(neg_scores.size)])
     return float(roc_auc_score(labels, np.concatenate([pos_scores, neg_scores])))
+
+
+def mann_whitney_auroc(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """AUROC along the last axis in its Mann-Whitney form: the probability that a positive outscores a
+    negative, ties counting one half, i.e. (rank sum of positives - n_pos (n_pos + 1) / 2) / (n_pos n_neg)
+    with average ranks. The one vectorised implementation (:func:`auroc_by_column`, the drift
+    monitor's bootstrap resamples); equal to :func:`auroc` up to float rounding.
+
+    Args:
+        labels: bool, shape (..., n), True = positive.
+        scores: shape (..., n), higher = more positive.
+
+    Returns:
+        shape (...); nan where a row lacks positives or negatives.
+    """
+    labels = np.asarray(labels, dtype=bool)
+    n_positive = labels.sum(axis=-1)
+    n_negative = labels.shape[-1] - n_positive
+    ranks = scipy_stats.rankdata(scores, axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = ((np.where(labels, ranks, 0.0).sum(axis=-1) - n_positive * (n_positive + 1) / 2)
+                 / (n_positive * n_negative))
+    return np.where((n_positive == 0) | (n_negative == 0), np.nan, value)
+
+
+def auroc_by_column(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """AUROC of every column at once: ``[n_pos, L]`` and ``[n_neg, L]`` -> ``[L]``.
+
+    :func:`mann_whitney_auroc` with the positives first in each column, vectorised over columns
+    (layers): scanning 30 layers x 250 traits one ``roc_auc_score`` call at a time costs ~30 s.
+    nan for an empty side.
+    """
+    n_pos, n_neg = positive.shape[0], negative.shape[0]
+    if n_pos == 0 or n_neg == 0:
+        return np.full(positive.shape[1], np.nan)
+    labels = np.arange(n_pos + n_neg) < n_pos
+    return mann_whitney_auroc(labels, np.concatenate([positive, negative], axis=0).T)
 
 
 def first_crossing(

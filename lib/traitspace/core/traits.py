@@ -22,7 +22,8 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu
+
+from .stats import auroc_by_column  # the Mann-Whitney AUROC's vectorised form, re-exported
 
 LayerRule = Literal["heldout", "middle"] | int
 
@@ -152,21 +153,6 @@ def cosine_with(vectors: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.clip(unit_vectors(vectors) @ unit_vectors(reference), -1.0, 1.0)
 
 
-def auroc_by_column(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
-    """AUROC of every column at once: ``[n_pos, L]`` and ``[n_neg, L]`` -> ``[L]``.
-
-    The Mann-Whitney form of :func:`traitspace.core.stats.auroc` (ties count one half), vectorised over
-    layers: scanning 30 layers x 250 traits one ``roc_auc_score`` call at a time costs ~30 s.
-    nan for an empty side.
-    """
-    n_pos, n_neg = positive.shape[0], negative.shape[0]
-    if n_pos == 0 or n_neg == 0:
-        return np.full(positive.shape[1], np.nan)
-    # scipy's U statistic of the first sample (ties count one half), one per column; the p-value is
-    # not used, so the cheap asymptotic method.
-    return mannwhitneyu(positive, negative, axis=0, method="asymptotic").statistic / (n_pos * n_neg)
-
-
 def cohens_d_by_column(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
     """:func:`traitspace.core.stats.cohens_d` of every column: ``[n_pos, L]``, ``[n_neg, L]`` -> ``[L]``
     (pooled sample SD; nan with fewer than two values a side or no spread)."""
@@ -214,6 +200,12 @@ def _ranking_key(auroc_values: np.ndarray, cohens_d_values: np.ndarray) -> np.nd
     return np.lexsort((cohens_d_values, auroc_values))
 
 
+def middle_layer(num_layers: int) -> int:
+    """The "middle" layer, ``num_layers // 2``: the Assistant Axis release's choice for unknown
+    models. The one definition, used by layer selection here and by ``layers: middle`` in capture."""
+    return num_layers // 2
+
+
 def select_layer(separation: pd.DataFrame, rule: LayerRule, num_layers: int) -> int:
     """The layer to use for a direction.
 
@@ -231,7 +223,7 @@ def select_layer(separation: pd.DataFrame, rule: LayerRule, num_layers: int) -> 
         A layer index in ``0 .. L-1``.
     """
     if rule == "middle":
-        return num_layers // 2
+        return middle_layer(num_layers)
     if isinstance(rule, (int, np.integer)) and not isinstance(rule, bool):
         layer = int(rule) + num_layers if rule < 0 else int(rule)
         if not 0 <= layer < num_layers:
@@ -257,43 +249,6 @@ def split_heldout(n_items: int, heldout_fraction: float, seed: int) -> tuple[np.
     n_heldout = min(max(int(round(n_items * heldout_fraction)), 1), n_items - 1)
     permutation = np.random.default_rng(seed).permutation(n_items)
     return np.sort(permutation[n_heldout:]), np.sort(permutation[:n_heldout])
-
-
-def heldout_count(n_items: int, heldout_fraction: float) -> int:
-    """How many items :func:`split_heldout` holds out (for validating parameters up front)."""
-    return min(max(int(round(n_items * heldout_fraction)), 1), n_items - 1) if n_items >= 2 else 0
-
-
-def direction_with_heldout_separation(
-    positive: np.ndarray,
-    negative: np.ndarray,
-    fit_positive: np.ndarray,
-    fit_negative: np.ndarray,
-) -> tuple[np.ndarray, pd.DataFrame]:
-    """Fit a direction on part of the examples and measure separation on the rest.
-
-    Args:
-        positive: ``[n_pos, L, H]`` activations under the positive prompts.
-        negative: ``[n_neg, L, H]`` activations under the negative prompts.
-        fit_positive: boolean mask ``[n_pos]``; True rows fit the direction, False rows are held out.
-        fit_negative: boolean mask ``[n_neg]``, likewise.
-
-    Returns:
-        ``(direction [L, H], separation)`` where the direction is the mean difference of the fitting
-        rows and ``separation`` is :func:`layer_separation` of the held-out rows' projections.
-    """
-    positive = _as_activations(positive, "positive")
-    negative = _as_activations(negative, "negative")
-    fit_positive = np.asarray(fit_positive, dtype=bool)
-    fit_negative = np.asarray(fit_negative, dtype=bool)
-    for name, mask, data in (("positive", fit_positive, positive), ("negative", fit_negative, negative)):
-        if mask.shape != (data.shape[0],):
-            raise ValueError(f"fit mask for {name} has shape {mask.shape}, expected ({data.shape[0]},)")
-        if mask.all() or not mask.any():
-            raise ValueError(f"{name}: need both fitting and held-out rows")
-    direction = mean_difference(positive[fit_positive], negative[fit_negative])
-    separation = layer_separation(project(positive[~fit_positive], direction), project(negative[~fit_negative], direction))
-    return direction, separation
 
 
 def separates(auroc_value: float, threshold: float) -> bool:

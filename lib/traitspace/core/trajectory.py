@@ -408,10 +408,35 @@ def fingerprint_score(df_measurement: pd.DataFrame, em: str, control: str,
     return score
 
 
+def fingerprint_by_prompt(df_measurement: pd.DataFrame, em: str, control: str,
+                          traits: Sequence[str], signs: Sequence[int]) -> pd.DataFrame:
+    """:func:`fingerprint_of` of each measurement prompt on its own, per step: the mean over the key
+    traits of sign x that prompt's EM-minus-control drift (the prompt paired across the two runs).
+
+    The per-prompt form of the one definition, vectorised (one pandas mean over all prompts and
+    steps instead of a :func:`fingerprint_of` call per cell; equal up to float rounding). The findings
+    stage's permutation null flips these per-prompt fingerprints; their mean over prompts is
+    :func:`fingerprint_score` (the drift of a mean is the mean of the per-prompt drifts).
+
+    Args: as :func:`fingerprint_score`.
+
+    Returns:
+        DataFrame indexed by prompt, one column per step (ascending); nan where a prompt lacks a step.
+    """
+    if len(traits) != len(signs) or len(traits) == 0:
+        raise ValueError(f"fingerprint_by_prompt: need one sign per trait and at least one trait, "
+                         f"got {len(traits)} traits and {len(signs)} signs")
+    per_prompt = differential(drift(df_measurement, per_prompt=True), em, control)
+    per_prompt = per_prompt[per_prompt["trait"].isin(traits)].copy()
+    per_prompt["signed"] = per_prompt["differential"] * per_prompt["trait"].map(dict(zip(traits, signs)))
+    return per_prompt.groupby(["prompt", "step"])["signed"].mean().unstack("step").sort_index(axis=1)
+
+
 def fingerprint_of(values: Mapping[str, float], key_traits: Mapping[str, int]) -> float:
     """The fingerprint of one measurement: the mean over key traits of sign x value.
 
     The one definition, used per step by :func:`fingerprint_score` (on EM-minus-control
-    differentials) and live during training by the finetune stage's monitor (on drift).
+    differentials), per prompt and step by :func:`fingerprint_by_prompt`, and live during training
+    by the finetune stage's monitor (on drift).
     """
     return float(np.mean([sign * values[trait] for trait, sign in key_traits.items()]))

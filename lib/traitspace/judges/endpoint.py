@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from ..eval_questions import JUDGE_PROMPTS, format_judge_prompt
+from .prompts import JUDGE_PROMPTS, format_judge_prompt
 from .base import JUDGE_LABELS, JudgeDistribution, JudgeItem, JudgeScore, check_kind, score_from_distribution
 from .config import JudgeSection
 

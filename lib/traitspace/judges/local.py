@@ -1,6 +1,6 @@
 """The local judge: a transformers chat model scores answers from its next-word probabilities.
 
-The judge prompt (:data:`traitspace.eval_questions.JUDGE_PROMPTS`) is rendered as one user turn
+The judge prompt (:data:`traitspace.judges.prompts.JUDGE_PROMPTS`) is rendered as one user turn
 through the judge model's chat template. The score is the probability-weighted mean of the
 numbers 0-100 the model could write next, where the probability of a number N is the probability
 of the whole string "N" followed by a terminator (any token that does not start with a digit), so
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..eval_questions import JUDGE_PROMPTS, format_judge_prompt
+from .prompts import JUDGE_PROMPTS, format_judge_prompt
 from ..core.models import LoadedModel, load_model
 from .base import JUDGE_LABELS, NUMBERS, JudgeDistribution, JudgeItem, JudgeScore, check_kind, score_from_distribution
 from .config import JudgeSection

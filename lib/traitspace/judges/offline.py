@@ -153,7 +153,7 @@ class OfflineJudge:
 
     @classmethod
     def from_section(cls, section: JudgeSection, encoder: MiniLMEncoder | None = None) -> OfflineJudge:
-        from ..eval_questions import load_judge_validation
+        from ..library import load_judge_validation
         from .validation import split_validation
 
         train, _ = split_validation(

@@ -1,6 +1,6 @@
 """How well a judge agrees with hand labels: AUROC, thresholded accuracy and coverage.
 
-The labelled set is :func:`traitspace.eval_questions.load_judge_validation` (answers labelled
+The labelled set is :func:`traitspace.library.load_judge_validation` (answers labelled
 aligned / misaligned / incoherent). :func:`split_validation` is the one deterministic split by
 question id: the offline judge trains on one side and every judge is validated on the other, so no
 judge is ever scored on answers it was trained on, nor on paraphrased answers to a training question.
@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..eval_questions import JUDGE_VALIDATION_LABELS
+from ..library.judge_validation import JUDGE_VALIDATION_LABELS
 from ..core.stats import auroc, wilson_interval
 from .base import Judge, JudgeItem, JudgeScore
 
@@ -167,7 +167,7 @@ def judge_validity_table(
     same split settings) never saw. Pass your own records to validate on something else.
     """
     if labelled is None:
-        from ..eval_questions import load_judge_validation
+        from ..library import load_judge_validation
 
         _, labelled = split_validation(load_judge_validation(), seed=seed, train_fraction=train_fraction)
     named = judges.items() if isinstance(judges, Mapping) else ((judge.name, judge) for judge in judges)

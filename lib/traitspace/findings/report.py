@@ -1,20 +1,26 @@
-"""The findings report for writeups: one document built once, written as Markdown and as a
-self-contained HTML file (figures embedded), both atomically.
-
-Build it block by block (headings, paragraphs, tables, figures); nothing here computes results.
+"""The findings report for writeups: :class:`Report`, one document built block by block (headings,
+paragraphs, tables, figures) and written as Markdown and as a self-contained HTML file (figures
+embedded), both atomically; and :func:`write_report`, which fills it with notebook 05's results.
+Nothing here computes results.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from .core.artifacts import atomic_write_text
+from ..core.artifacts import atomic_write_text, provenance
+from .evaluation import MonitorEvaluation
+from .limitations import limitations
+from .stage import monitor_figure, timing_figure
+from .timing import timing_table
 
 _HTML_STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 980px; margin: 2em auto;
@@ -124,6 +130,56 @@ class Report:
 
 
 def _relative(path: Path, base_dir: Path) -> str:
-    import os
-
     return os.path.relpath(Path(path).resolve(), Path(base_dir).resolve())
+
+
+def _figure_caption(path: Path) -> str:
+    return f"{path.parent.name}/{path.stem}".replace("__", " · ").replace("_", " ")
+
+
+def write_report(config, inputs, timings, monitor: MonitorEvaluation, spearman: pd.DataFrame, out_dir):
+    """``findings/report.md`` and ``findings/report.html`` (``inputs``: :class:`~.inputs.FindingsInputs`;
+    ``timings``: :func:`~.timing.fingerprint_and_behaviour`)."""
+    out_dir = Path(out_dir)
+    main = inputs.main
+    report = Report(f"Trait-space findings: run '{config.run_name}'")
+    conditions = sorted(main.projections["condition"].unique())
+    report.text(f"Model `{config.model.source}`; conditions {', '.join(conditions)}; "
+                f"{main.projections['step'].nunique()} checkpoints projected on "
+                f"{main.projections['trait'].nunique()} directions; params hash `{config.params_hash()}`.")
+    report.heading("Fingerprint and lead time")
+    for (em, control), timing in timings.items():
+        report.text(f"**{em} vs {control}.** {timing.sentence}")
+        if timing_figure(out_dir, em).is_file():
+            report.figure(timing_figure(out_dir, em), f"{em}: fingerprint (top) and EM rate (bottom)")
+    report.table(timing_table(timings), "Fingerprint and behaviour crossings")
+    report.heading("Top trait shifts (EM minus control, final step)")
+    for (em, control), top in sorted(main.top_shifts.items()):
+        report.table(top.head(config.project.top_k)[["trait", "differential", "ci_low", "ci_high", "q_value", "direction"]],
+                     f"{em} vs {control}: 95% bootstrap intervals, BH q-values")
+    for (em, control), decomposition in sorted(main.decomposition.items()):
+        report.table(decomposition.tail(1), f"decomposition__{em}: shared vs specific drift at the final step")
+    report.heading("Behaviour")
+    shown_columns = [column for column in ("condition", "step", "n_answers", "em_rate_of_all", "em_rate_of_all_low",
+                                           "em_rate_of_all_high", "em_rate_of_coherent", "n_coherent", "coherence_rate")
+                     if column in main.rates]
+    report.table(main.rates[shown_columns], "EM rate per checkpoint: of all answers (model-organisms convention) and "
+                 "of coherent answers (EM-paper convention), Wilson 95% intervals")
+    if inputs.judge_validity is not None:
+        report.table(inputs.judge_validity, "Judge validity on the held-out labelled answers")
+    report.heading("Monitor")
+    report.text(monitor.description)
+    report.table(monitor.results.drop(columns=["undefined"]),
+                 "Monitors and baselines on held-out datasets (held_out: dataset) and held-out seeds (held_out: seed)")
+    if monitor_figure(out_dir).is_file():
+        report.figure(monitor_figure(out_dir), "Monitor AUROC with 95% intervals")
+    if len(spearman):
+        report.table(spearman.sort_values("p_value").head(15), "Strongest trait-behaviour Spearman correlations")
+    report.heading("Figures from notebooks 00-04")
+    for path in inputs.figures:
+        report.figure(path, _figure_caption(path))
+    report.heading("Limitations")
+    report.bullets(limitations(inputs, timings, monitor))
+    report.heading("Parameters and provenance")
+    report.code(json.dumps({"params": config.resolved(), **provenance()}, indent=2, default=str))
+    return report.write(out_dir)

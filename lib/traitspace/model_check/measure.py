@@ -1,12 +1,12 @@
-"""Notebook 00's measurements: a first look at a configured model before any experiment.
+"""Notebook 00's measurements: replies with and without a system prompt, and activations under two
+contrasting system prompts (per-layer norms, separation, 2-D PCA of one layer).
 
-Replies to a few chat prompts with and without a system prompt (does the chat template work, does
-the model follow a system prompt?), and activations under two contrasting system prompts (do the
-hooks see a difference, and at which depth?).
+Pure computation on a loaded model; writing the results is :mod:`.outputs`' job.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -14,8 +14,8 @@ import pandas as pd
 import torch
 from sklearn.decomposition import PCA
 
-from .core.hooks import capture_conversations
-from .core.sampling import generate_replies
+from ..core.hooks import capture_conversations
+from ..core.sampling import generate_replies
 
 
 def reply_table(loaded, prompts: Sequence[str], system_prompt: str, max_new_tokens: int, seed: int = 0) -> pd.DataFrame:
@@ -96,3 +96,39 @@ def pca_2d(labels: Sequence[str], vectors: torch.Tensor, seed: int = 0) -> tuple
     coordinates = pca.fit_transform(vectors.numpy())
     frame = pd.DataFrame({"pc1": coordinates[:, 0], "pc2": coordinates[:, 1], "label": list(labels)})
     return frame, pca.explained_variance_ratio_
+
+
+@dataclass
+class PersonaContrast:
+    """Everything the notebook shows about the two contrasting personas.
+
+    ``norms`` (layer, label, mean_norm), ``separation`` (layer, cosine, relative_distance),
+    ``pca`` (pc1, pc2, label) of ``middle_layer`` with its ``explained`` variance ratios.
+    """
+
+    labels: list[str]
+    norms: pd.DataFrame
+    separation: pd.DataFrame
+    middle_layer: int
+    pca: pd.DataFrame
+    explained: np.ndarray
+
+
+def measure_contrast(loaded, check, capture, seed: int = 0) -> PersonaContrast:
+    """Capture the ``model_check`` section's contrast prompts with the ``capture`` section's layers
+    and batch size, and summarise them per layer. The PCA is drawn at the middle captured layer,
+    where persona directions are usually read."""
+    labels, activations = contrast_activations(
+        loaded, check.contrast_system_prompts, check.contrast_questions,
+        layers=capture.layers, batch_size=capture.batch_size,
+    )
+    middle_layer = sorted(activations)[len(activations) // 2]
+    coordinates, explained = pca_2d(labels, activations[middle_layer], seed=seed)
+    return PersonaContrast(
+        labels=labels,
+        norms=layer_norm_table(labels, activations),
+        separation=separation_by_layer(labels, activations),
+        middle_layer=middle_layer,
+        pca=coordinates,
+        explained=explained,
+    )

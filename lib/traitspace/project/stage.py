@@ -1,4 +1,4 @@
-"""Project every checkpoint of every condition into trait space (notebook 03's measurement).
+"""Notebook 03's measurement: every checkpoint of every condition projected into trait space.
 
 The base model is loaded once; each checkpoint's LoRA adapter is swapped in
 (:class:`traitspace.core.models.AdapterSwitcher`), the projection questions (disjoint from the
@@ -6,15 +6,17 @@ extraction questions) are run through one batched capture at the union of the tr
 each activation is projected onto the unit trait vector at that trait's layer.
 
 Output: one tidy table with columns ``condition, step, trait, layer, prompt, value, act_norm``
-(``act_norm`` = the activation's L2 norm at that layer, for the norm-rescaled drift of paper 001).
-Each checkpoint is written to its own parquet part, atomically, so an interrupted run resumes and a
-checkpoint already projected with the same params is not recomputed.
+(``act_norm`` = the activation's L2 norm at that layer, for the norm-rescaled drift of paper 001),
+and its drift table. Each checkpoint is one part of a :class:`traitspace.core.parts.CheckpointParts`
+folder (``projections/parts/``) with its mean activation attached, so an interrupted run resumes,
+a checkpoint already projected with the same params is not recomputed, and the base model (step 0
+of every condition) is projected once.
 """
 
 from __future__ import annotations
 
-import shutil
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -23,11 +25,16 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from .core.artifacts import atomic_path, atomic_write_text
-from .core.chat import SpanKind
-from .core.checkpoints import Checkpoint
-from .core.hooks import capture_conversations
-from .core.traits import project_at_layers
+from ..core.artifacts import atomic_path
+from ..core.chat import SpanKind
+from ..core.checkpoints import Checkpoint
+from ..core.hooks import capture_conversations
+from ..core.parts import CheckpointParts, combine_fingerprint
+from ..core.traits import project_at_layers
+from .analysis import ProjectionAnalysis, analyse_projections, write_analysis
+from .plots import save_projection_figures
+
+MEAN_ACTIVATION = "mean_activation.safetensors"  # the attachment of each part
 
 
 def projection_conversations(loaded, questions: Sequence[str], replies: Sequence[str] | None = None) -> list[list[dict]]:
@@ -64,8 +71,9 @@ def project_activations(
     })
 
 
-def _part_path(parts_dir: Path, checkpoint: Checkpoint) -> Path:
-    return parts_dir / f"{checkpoint.condition}__step-{checkpoint.step:06d}.parquet"
+def checkpoint_fingerprint(params_hash: str, checkpoint: Checkpoint) -> str:
+    """A part is fresh when made with these params from these weights."""
+    return combine_fingerprint(params_hash, checkpoint.identity())
 
 
 def project_checkpoints(
@@ -89,24 +97,17 @@ def project_checkpoints(
     ``pooling="response"`` first generates a greedy answer with the checkpoint itself, then pools
     over the answer tokens; the other poolings read the prompt only (no generation).
     """
-    parts_dir = Path(out_dir) / "parts"
-    hash_file = parts_dir / "params_hash.txt"
-    if parts_dir.exists() and (not hash_file.is_file() or hash_file.read_text().strip() != params_hash):
-        shutil.rmtree(parts_dir)  # parts from other params must never mix with these
-    parts_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(hash_file, params_hash + "\n")
+    parts = CheckpointParts(Path(out_dir) / "parts")
     layers = sorted(set(trait_layers[trait] for trait in unit_vectors))
     iterator = progress(checkpoints) if progress else checkpoints
     for checkpoint in iterator:
-        part = _part_path(parts_dir, checkpoint)
-        if part.is_file():
-            continue
-        if checkpoint.adapter_path is None and _copy_base_part(parts_dir, checkpoints, checkpoint):
-            continue
+        fingerprint = checkpoint_fingerprint(params_hash, checkpoint)
+        if parts.is_fresh(checkpoint, fingerprint):
+            continue  # includes step 0 of a second condition: the base model was projected once
         with switcher.use(checkpoint.adapter_path):
             replies = None
             if pooling == "response":
-                from .core.sampling import generate_replies
+                from ..core.sampling import generate_replies
 
                 replies = generate_replies(loaded, projection_conversations(loaded, questions),
                                            max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
@@ -120,47 +121,32 @@ def project_checkpoints(
         frame.insert(0, "condition", checkpoint.condition)
         # The mean raw activation per layer is kept too (a few KB): the monitor's raw-activation
         # baselines (PCA of activations, activation-norm drift) are computed from it.
-        with atomic_path(part.with_suffix(".mean_activation.safetensors")) as temporary:
-            save_file({f"layer_{layer}": acts.mean(0).contiguous() for layer, acts in activations.items()}, str(temporary))
-        with atomic_path(part) as temporary:
-            frame.to_parquet(temporary, index=False)
-    return load_projection_parts(parts_dir, checkpoints)
-
-
-def _copy_base_part(parts_dir: Path, checkpoints: Sequence[Checkpoint], checkpoint: Checkpoint) -> bool:
-    """Step 0 of every condition is the same base model: reuse another condition's finished base
-    projection (relabelled) instead of running it again. False when there is none yet."""
-    for other in checkpoints:
-        source = _part_path(parts_dir, other)
-        if other.adapter_path is None and other != checkpoint and source.is_file():
-            frame = pd.read_parquet(source).assign(condition=checkpoint.condition)
-            target = _part_path(parts_dir, checkpoint)
-            with atomic_path(target.with_suffix(".mean_activation.safetensors")) as temporary:
-                shutil.copyfile(source.with_suffix(".mean_activation.safetensors"), temporary)
-            with atomic_path(target) as temporary:
-                frame.to_parquet(temporary, index=False)
-            return True
-    return False
+        means = {f"layer_{layer}": acts.mean(0).contiguous() for layer, acts in activations.items()}
+        parts.write(checkpoint, frame, fingerprint,
+                    attachments={MEAN_ACTIVATION: lambda temporary, means=means: save_file(means, str(temporary))})
+    return load_projection_parts(parts.folder, checkpoints)
 
 
 def load_mean_activations(parts_dir: Path, checkpoints: Sequence[Checkpoint]) -> dict[tuple[str, int], dict[int, torch.Tensor]]:
     """{(condition, step): {layer: mean activation over the projection prompts [hidden]}}."""
+    parts = CheckpointParts(parts_dir)
     result = {}
     for checkpoint in checkpoints:
-        stored = load_file(str(_part_path(Path(parts_dir), checkpoint).with_suffix(".mean_activation.safetensors")))
+        stored = load_file(str(parts.attachment_path(checkpoint, MEAN_ACTIVATION)))
         result[(checkpoint.condition, checkpoint.step)] = {int(key.split("_")[1]): value for key, value in stored.items()}
     return result
 
 
 def load_projection_parts(parts_dir: Path, checkpoints: Sequence[Checkpoint]) -> pd.DataFrame:
-    frames = [pd.read_parquet(_part_path(Path(parts_dir), checkpoint)) for checkpoint in checkpoints]
+    parts = CheckpointParts(parts_dir)
+    frames = [parts.read(checkpoint) for checkpoint in checkpoints]
     return pd.concat(frames, ignore_index=True).sort_values(["condition", "step", "trait", "prompt"]).reset_index(drop=True)
 
 
 def norm_rescaled_drift_table(projections: pd.DataFrame) -> pd.DataFrame:
     """Per condition, step, trait: mean drift from step 0 and the same drift as a percentage of the
     step-0 activation norm at that trait's layer (paper 001's norm-rescaled drift)."""
-    from .core.trajectory import drift, norm_rescaled_drift
+    from ..core.trajectory import drift, norm_rescaled_drift
 
     drifts = drift(projections[["condition", "step", "trait", "prompt", "value"]])
     base_norms = (projections[projections["step"] == 0].groupby(["condition", "trait"])["act_norm"].mean()
@@ -170,7 +156,6 @@ def norm_rescaled_drift_table(projections: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-# -- the stage (what notebook 03 calls) -------------------------------------------------------------
 def resolve_pairs(pairs: dict[str, str] | None, conditions: Sequence[str]) -> dict[str, str]:
     """EM condition -> matched control, either as configured (checked against the trained
     conditions) or the built-in pairs present among them."""
@@ -179,11 +164,12 @@ def resolve_pairs(pairs: dict[str, str] | None, conditions: Sequence[str]) -> di
         if missing:
             raise KeyError(f"project.pairs names conditions without checkpoints: {missing}; trained: {list(conditions)}")
         return dict(pairs)
-    from .em_data import EM_CONTROL_PAIRS
+    from ..em_data import EM_CONTROL_PAIRS
 
     return {em: control for em, control in EM_CONTROL_PAIRS.items() if em in conditions and control in conditions}
 
 
+# -- the stage (what notebook 03 calls) -------------------------------------------------------------
 @dataclass
 class ProjectionResult:
     table: pd.DataFrame          # condition, step, trait, layer, prompt, value, act_norm
@@ -192,17 +178,18 @@ class ProjectionResult:
     questions: list[str]
     seconds_per_checkpoint: float | None
     mean_activations: dict[tuple[str, int], dict[int, torch.Tensor]]  # (condition, step) -> {layer: [hidden]}
+    analysis: ProjectionAnalysis | None = None  # notebook 03's tables (written to projections/)
+    figures: dict[str, Path] = field(default_factory=dict)  # figure name -> file
 
 
 def run_projection_stage(config, loaded=None, progress: bool = True) -> ProjectionResult:
-    """Project every trained checkpoint onto the run's trait vectors; cached per checkpoint."""
-    import time
-
-    from .core.artifacts import Stage, read_json
-    from .core.checkpoints import list_checkpoints, list_conditions
-    from .extract import load_trait_vectors
-    from .core.models import AdapterSwitcher, load_model
-    from .trait_library import load_builtin_library
+    """Project every trained checkpoint onto the run's trait vectors (cached per checkpoint), then
+    write notebook 03's analysis tables and figures; everything lands in ``projections/``."""
+    from ..core.artifacts import Stage, read_json
+    from ..core.checkpoints import list_checkpoints, list_conditions
+    from ..core.models import AdapterSwitcher, load_model
+    from ..extract import load_trait_vectors
+    from ..library import load_builtin_library
 
     run_dir = Path(config.run_dir)
     configured = list(config.finetune.conditions)
@@ -230,25 +217,29 @@ def run_projection_stage(config, loaded=None, progress: bool = True) -> Projecti
 
         def progress_bar(items):
             return tqdm(items, desc="project checkpoints")
+    parts = CheckpointParts(stage.path / "parts")
+    to_compute = {parts.path(checkpoint) for checkpoint in checkpoints
+                  if not parts.is_fresh(checkpoint, checkpoint_fingerprint(params_hash, checkpoint))}
     started = time.perf_counter()
-    parts_before = len(list((stage.path / "parts").glob("*.parquet"))) if (stage.path / "parts").is_dir() else 0
     table = project_checkpoints(
         loaded, AdapterSwitcher(loaded), checkpoints, questions, unit_vectors, trait_layers, stage.path,
         params_hash=params_hash, pooling=pooling, batch_size=settings.batch_size,
         max_length=config.capture.max_length, max_new_tokens=settings.max_new_tokens, seed=config.run.seed,
         progress=progress_bar,
     )
-    parts_after = len(list((stage.path / "parts").glob("*.parquet")))
-    computed = max(parts_after - parts_before, 0)
-    seconds = (time.perf_counter() - started) / computed if computed else None
+    seconds = (time.perf_counter() - started) / len(to_compute) if to_compute else None
     drift = norm_rescaled_drift_table(table)
     with atomic_path(stage.path / "projections.parquet") as temporary:
         table.to_parquet(temporary, index=False)
     with atomic_path(stage.path / "drift.parquet") as temporary:
         drift.to_parquet(temporary, index=False)
     pairs = resolve_pairs(settings.pairs, conditions)
+    analysis = analyse_projections(table, pairs, settings, seed=config.run.seed)
+    write_analysis(analysis, stage.path)
+    figures = save_projection_figures(analysis, stage.path / "figures", top_k=settings.top_k)
     stage.mark_done({"conditions": conditions, "pairs": pairs, "n_checkpoints": len(checkpoints), "pooling": pooling,
                      "n_traits": len(unit_vectors), "n_questions": len(questions),
-                     "seconds_per_new_checkpoint": seconds})
-    mean_activations = load_mean_activations(stage.path / "parts", checkpoints)
-    return ProjectionResult(table, drift, pairs, questions, seconds, mean_activations)
+                     "seconds_per_new_checkpoint": seconds,
+                     "pca_explained_variance": [float(value) for value in analysis.pca.explained_variance_ratio]})
+    mean_activations = load_mean_activations(parts.folder, checkpoints)
+    return ProjectionResult(table, drift, pairs, questions, seconds, mean_activations, analysis, figures)

@@ -1,29 +1,29 @@
-"""Drift monitor: can a checkpoint's trait-drift profile tell, without reading any answers,
-whether the model has become dangerously misaligned? Builds the checkpoint table, evaluates
-classifiers with leave-one-group-out validation (a whole dataset or seed is held out at once),
-and provides the baseline feature sets the trait profile has to beat.
+"""Drift-monitor classifiers: can a checkpoint's trait-drift profile tell, without reading any
+answers, whether the model has become dangerously misaligned? Builds the checkpoint table and
+evaluates a classifier with leave-one-group-out validation (a whole dataset or seed is held out at
+once). The feature sets it is compared on (trait drift and the baselines) are in :mod:`.baselines`;
+the notebook's evaluation over them in :mod:`.evaluation`.
 
-Feature-derived baselines that learn from data (PCA directions) are sklearn transformers so
-they are fitted inside each training fold and never see the held-out group.
+Feature steps that learn from data (PCA directions) are sklearn transformers passed as
+``feature_step``, so they are fitted inside each training fold and never see the held-out group.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 from sklearn.base import BaseEstimator, TransformerMixin, clone
-from sklearn.decomposition import PCA
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.model_selection import LeaveOneGroupOut
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+
+from ..core.stats import mann_whitney_auroc
 
 RUN_COLUMNS = ("dataset", "seed")
 ModelName = Literal["logistic", "random_forest", "ridge"]
@@ -127,21 +127,16 @@ def _group_labels(groups: np.ndarray | pd.Series | pd.DataFrame) -> np.ndarray:
 def _pooled_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
     """AUROC, FNR and FPR for each row of (resamples, rows) label and score matrices.
 
-    AUROC is the Mann-Whitney form (mean rank of positives, ties averaged), identical to
-    sklearn's roc_auc_score but vectorised over resamples. Returns shape (resamples, 3), nan
-    where a resample lacks the class a metric needs.
+    AUROC is :func:`traitspace.core.stats.mann_whitney_auroc` along each row (one bootstrap resample
+    per row). Returns shape (resamples, 3), nan where a resample lacks the class a metric needs.
     """
     n_positive = labels.sum(axis=1)
     n_negative = labels.shape[1] - n_positive
-    ranks = scipy_stats.rankdata(scores, axis=1)
     predicted_positive = scores > threshold
     with np.errstate(divide="ignore", invalid="ignore"):
-        auroc = ((np.where(labels, ranks, 0.0).sum(axis=1) - n_positive * (n_positive + 1) / 2)
-                 / (n_positive * n_negative))
         fnr = (~predicted_positive & labels).sum(axis=1) / n_positive
         fpr = (predicted_positive & ~labels).sum(axis=1) / n_negative
-    auroc = np.where((n_positive == 0) | (n_negative == 0), np.nan, auroc)
-    return np.column_stack([auroc, fnr, fpr]).astype(float)
+    return np.column_stack([mann_whitney_auroc(labels, scores), fnr, fpr]).astype(float)
 
 
 def leave_one_group_out_eval(
@@ -180,7 +175,7 @@ def leave_one_group_out_eval(
         seed: seeds the model and the bootstrap Generator.
         n_boot: bootstrap resamples for the intervals.
         ci: confidence level of the intervals.
-        feature_step: optional transformer (e.g. :class:`PCAFeatures`) fitted inside each fold.
+        feature_step: optional transformer (e.g. :class:`~.baselines.PCAFeatures`) fitted inside each fold.
         model_params: keyword arguments that override the model's defaults (logistic:
             max_iter=1000; random_forest: n_estimators=200, n_jobs=1; both random_state=seed).
 
@@ -259,142 +254,3 @@ def leave_one_group_out_eval(
         "one_class_folds": one_class_folds,
         "undefined": undefined,
     }
-
-
-class AbsProjection(BaseEstimator, TransformerMixin):
-    """|projection| of each row onto one direction, as a single feature (rows, 1).
-
-    direction: shape (features,), normalised to unit length; None means "first principal
-    component of the training rows", fitted in ``fit`` so it stays inside a CV fold. Rows are
-    projected without centring, because drift is already measured from the base model (0).
-    """
-
-    def __init__(self, direction: np.ndarray | None = None):
-        self.direction = direction
-
-    def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> "AbsProjection":
-        X = np.asarray(X, dtype=float)
-        if self.direction is None:
-            axis = PCA(n_components=1).fit(X).components_[0]
-        else:
-            axis = np.asarray(self.direction, dtype=float)
-            if axis.shape != (X.shape[1],):
-                raise ValueError(f"AbsProjection: direction has shape {axis.shape}, "
-                                 f"features have {X.shape[1]} columns")
-        norm = np.linalg.norm(axis)
-        if norm == 0:
-            raise ValueError("AbsProjection: direction is the zero vector")
-        self.unit_direction_ = axis / norm
-        return self
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        return np.abs(np.asarray(X, dtype=float) @ self.unit_direction_)[:, None]
-
-
-def pc1_abs_drift(features: np.ndarray | pd.DataFrame,
-                  direction: np.ndarray | None = None) -> np.ndarray:
-    """Baseline: |drift along one axis| (e.g. the assistant axis / persona PC1).
-
-    Args:
-        features: shape (rows, traits) of drift values.
-        direction: shape (traits,); None fits PC1 on ``features`` themselves, which is fine
-            for description but leaks across folds; for evaluation pass ``AbsProjection()`` as
-            ``feature_step`` to :func:`leave_one_group_out_eval` instead.
-
-    Returns:
-        shape (rows, 1).
-    """
-    return AbsProjection(direction).fit_transform(np.asarray(features, dtype=float))
-
-
-def norm_drift(features: np.ndarray | pd.DataFrame) -> np.ndarray:
-    """Baseline: overall size of the drift, the L2 norm of each row.
-
-    Args:
-        features: shape (rows, dims): trait drift, or raw activation drift from step 0.
-
-    Returns:
-        shape (rows, 1).
-    """
-    return np.linalg.norm(np.asarray(features, dtype=float), axis=1)[:, None]
-
-
-def random_direction_features(activations_or_features: np.ndarray | pd.DataFrame, k: int = 7,
-                              seed: int = 0) -> np.ndarray:
-    """Baseline: projections onto k random unit directions (Gaussian, then normalised).
-
-    The directions are drawn independently of the data, so computing this on all rows leaks
-    nothing across folds. Compare with k trait directions to ask whether traits beat chance.
-
-    Args:
-        activations_or_features: shape (rows, dims).
-        k: number of random directions.
-        seed: seed of the Generator that draws them.
-
-    Returns:
-        shape (rows, k).
-    """
-    data = np.asarray(activations_or_features, dtype=float)
-    if data.ndim != 2:
-        raise ValueError(f"random_direction_features: expected (rows, dims), got {data.shape}")
-    directions = np.random.default_rng(seed).standard_normal((data.shape[1], k))
-    directions /= np.linalg.norm(directions, axis=0, keepdims=True)
-    return data @ directions
-
-
-class PCAFeatures(BaseEstimator, TransformerMixin):
-    """Baseline: the top k principal components of the training rows, as a pipeline step.
-
-    Fitting happens in ``fit`` so that, inside :func:`leave_one_group_out_eval`, the components
-    come from the training fold only. k is capped at min(rows, features) of the training fold.
-    """
-
-    def __init__(self, k: int = 7):
-        self.k = k
-
-    def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> "PCAFeatures":
-        X = np.asarray(X, dtype=float)
-        self.pca_ = PCA(n_components=min(self.k, *X.shape)).fit(X)
-        return self
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        return self.pca_.transform(np.asarray(X, dtype=float))
-
-
-def pca_features(k: int = 7) -> PCAFeatures:
-    """A :class:`PCAFeatures` step (k components) to pass as ``feature_step``."""
-    return PCAFeatures(k=k)
-
-
-def spearman_matrix(trait_drift: pd.DataFrame, behaviour: pd.DataFrame) -> pd.DataFrame:
-    """Spearman correlation of every trait's drift with every behaviour score across checkpoints.
-
-    Args:
-        trait_drift: wide table, index = checkpoint key, columns = traits (rows, traits).
-        behaviour: wide table on the same checkpoint index, columns = behaviour scores (e.g.
-            em_rate, coherence); only checkpoints present in both are used.
-
-    Returns:
-        Long DataFrame with columns trait, behaviour, rho, p_value, n (checkpoints with both
-        values). rho and p are nan when n < 3 or either series is constant.
-    """
-    shared_index = trait_drift.index.intersection(behaviour.index)
-    if len(shared_index) == 0:
-        raise KeyError("spearman_matrix: trait_drift and behaviour share no checkpoint index")
-    drift_rows = trait_drift.loc[shared_index]
-    behaviour_rows = behaviour.loc[shared_index]
-    records = []
-    for trait in drift_rows.columns:
-        for score in behaviour_rows.columns:
-            pair = pd.concat([drift_rows[trait], behaviour_rows[score]], axis=1).dropna()
-            rho = p_value = np.nan
-            constant = pair.nunique().min() < 2 if len(pair) else True
-            if len(pair) >= 3 and not constant:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", scipy_stats.ConstantInputWarning)
-                    result = scipy_stats.spearmanr(pair.iloc[:, 0], pair.iloc[:, 1])
-                rho, p_value = float(result.statistic), float(result.pvalue)
-            records.append({"trait": trait, "behaviour": score, "rho": rho,
-                            "p_value": p_value, "n": len(pair)})
-    return pd.DataFrame.from_records(records, columns=["trait", "behaviour", "rho",
-                                                       "p_value", "n"])

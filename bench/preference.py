@@ -1,0 +1,88 @@
+"""Benchmark: what measuring the misalignment preference costs per checkpoint, next to projecting
+the same checkpoint on 247 directions (both with adapters swapped on one base model, one process).
+
+    python bench/preference.py                        # embedded SmolLM2-135M-Instruct
+    python bench/preference.py --model tiny:llama --checkpoints 2 --questions 5
+
+Both measure the same random LoRA checkpoints (the default run's LoRA shape). Repeats alternate the
+two measurements and the medians are compared, so machine noise hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from traitspace.behavior.preference import load_preference_pairs, measure_checkpoints
+from traitspace.core.checkpoints import Checkpoint
+from traitspace.core.models import AdapterSwitcher, load_model
+from traitspace.core.parts import CheckpointParts
+from traitspace.library import load_builtin_library
+from traitspace.project import project_checkpoints
+
+
+
+def make_adapters(model_source: str, folder: Path, count: int) -> list[Path]:
+    from peft import LoraConfig, get_peft_model
+
+    paths = []
+    for index in range(count):
+        torch.manual_seed(index)
+        model = get_peft_model(load_model(model_source).model,
+                               LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", init_lora_weights=False))
+        model.save_pretrained(folder / f"step-{index + 1}")
+        paths.append(folder / f"step-{index + 1}")
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="embedded:smollm2")
+    parser.add_argument("--checkpoints", type=int, default=2)
+    parser.add_argument("--questions", type=int, default=None, help="first N questions of each kind (default: all)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    questions = list(load_builtin_library().projection_questions)
+    pairs = load_preference_pairs(max_questions=args.questions)
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        adapters = make_adapters(args.model, scratch / "adapters", args.checkpoints)
+        loaded = load_model(args.model)
+        generator = torch.Generator().manual_seed(0)
+        names = [f"trait_{index}" for index in range(247)]
+        units = {name: torch.nn.functional.normalize(torch.randn(loaded.hidden_size, generator=generator), dim=0)
+                 for name in names}
+        layers = {name: loaded.num_layers // 2 for name in names}
+        checkpoints = [Checkpoint("bench", index + 1, path) for index, path in enumerate(adapters)]
+        answer_tokens = sum(len(loaded.chat.tokenize(loaded.chat.conversation(pair.question, assistant=answer)).input_ids)
+                            for pair in pairs for answer in (pair.first, pair.second))
+
+        projecting, preferring = [], []
+        for repeat in range(args.repeats):
+            started = time.perf_counter()
+            project_checkpoints(loaded, AdapterSwitcher(loaded), checkpoints, questions, units, layers,
+                                scratch / f"project{repeat}", params_hash="bench")
+            projecting.append((time.perf_counter() - started) / len(checkpoints))
+            started = time.perf_counter()
+            measure_checkpoints(loaded, checkpoints, pairs, CheckpointParts(scratch / f"preference{repeat}"),
+                                "bench", batch_size=args.batch_size, progress=False)
+            preferring.append((time.perf_counter() - started) / len(checkpoints))
+
+    project_s, preference_s = statistics.median(projecting), statistics.median(preferring)
+    print(f"model {args.model}: {len(checkpoints)} checkpoints x {args.repeats} repeats, torch threads "
+          f"{torch.get_num_threads()}")
+    print(f"projection: {len(questions)} questions, 247 directions: {project_s:7.2f} s per checkpoint")
+    print(f"preference: {len(pairs)} pairs ({2 * len(pairs)} answers, {answer_tokens:,} tokens): "
+          f"{preference_s:7.2f} s per checkpoint")
+    print(f"ratio (preference / projection): {preference_s / project_s:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

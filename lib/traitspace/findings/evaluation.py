@@ -1,0 +1,126 @@
+"""Notebook 05's monitor evaluation: the checkpoint table of every run (trained checkpoints only,
+labelled dangerous from their EM rate), each feature set of :mod:`.baselines` evaluated with every
+model under leave-one-dataset-out (and, with several seeds, leave-one-seed-out) validation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .baselines import monitor_feature_sets, raw_activation_drift
+from .monitor import MonitorTable, build_monitor_table, leave_one_group_out_eval
+
+
+@dataclass
+class MonitorEvaluation:
+    results: pd.DataFrame           # one row per held-out scheme x feature set x model (monitor_results.csv)
+    table: MonitorTable | None
+    feature_names: list[str]
+    description: str
+
+
+def evaluate_monitors(
+    feature_sets: dict[str, tuple[np.ndarray, object | None]],
+    labels: np.ndarray,
+    groups: pd.DataFrame,
+    models: Sequence[str] = ("logistic", "random_forest", "ridge"),
+    seed: int = 0,
+    n_boot: int = 1000,
+) -> pd.DataFrame:
+    """Leave-one-group-out AUROC, FNR and FPR (bootstrap 95% intervals) per feature set and model."""
+    rows = []
+    for name, (matrix, feature_step) in feature_sets.items():
+        for model in models:
+            result = leave_one_group_out_eval(matrix, labels, groups, model=model, seed=seed,
+                                              n_boot=n_boot, feature_step=feature_step)
+            rows.append({
+                "features": name, "model": model, "n_rows": result["n_rows"], "n_dangerous": result["n_positive"],
+                "folds": result["n_folds"],
+                "auroc": result["auroc"], "auroc_low": result["auroc_ci"][0], "auroc_high": result["auroc_ci"][1],
+                "fnr": result["fnr"], "fnr_low": result["fnr_ci"][0], "fnr_high": result["fnr_ci"][1],
+                "fpr": result["fpr"], "fpr_low": result["fpr_ci"][0], "fpr_high": result["fpr_ci"][1],
+                "undefined": "; ".join(f"{key}: {why}" for key, why in result["undefined"].items()),
+            })
+    return pd.DataFrame(rows)
+
+
+def monitor_rows(runs: Sequence, rate_column: str, relative_to: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Drift profiles and danger-scaled EM rates (:func:`danger_scale`) of every evaluated *trained*
+    checkpoint of ``runs`` (:class:`~.inputs.RunTables`), keyed by dataset and seed.
+
+    Step 0 is left out: it is the same untouched base model in every run, so its drift is zero by
+    construction and, relative to the base, it is never dangerous. Kept once per run it would hand every
+    feature set free AUROC (anything that grows with training separates it from the rest), and the
+    monitor's question is which fine-tuned checkpoints turned dangerous.
+    """
+    drift_rows, rate_rows = [], []
+    for run in runs:
+        evaluated = run.rates[["condition", "step", rate_column]].rename(columns={rate_column: "em_rate"})
+        evaluated = evaluated[evaluated["step"].isin(run.drift["step"].unique())]
+        drift_part = run.drift.merge(evaluated[["condition", "step"]], on=["condition", "step"])
+        drift_rows.append(drift_part.assign(dataset=drift_part["condition"], seed=run.seed)
+                          [["dataset", "seed", "step", "trait", "drift_pct_of_norm"]])
+        rate_rows.append(evaluated.assign(dataset=evaluated["condition"], seed=run.seed)[["dataset", "seed", "step", "em_rate"]])
+    drift, rates = pd.concat(drift_rows, ignore_index=True), pd.concat(rate_rows, ignore_index=True)
+    rates = danger_scale(rates, relative_to)  # needs the step-0 rows, so before they go
+    return (drift[drift["step"] > 0].reset_index(drop=True), rates[rates["step"] > 0].reset_index(drop=True))
+
+
+def danger_scale(rate_rows: pd.DataFrame, relative_to: str) -> pd.DataFrame:
+    """EM rates as the danger label reads them: unchanged (``"zero"``), or minus the rate of the same
+    run's base model (``"base"``: its step-0 row), so that a judge's false-positive floor or a small
+    model's base rate does not make every checkpoint, base included, "dangerous"."""
+    if relative_to == "zero":
+        return rate_rows
+    if relative_to != "base":
+        raise ValueError(f"danger_relative_to must be 'zero' or 'base', got {relative_to!r}")
+    base = rate_rows[rate_rows["step"] == 0].groupby(["dataset", "seed"])["em_rate"].first()
+    keys = pd.MultiIndex.from_frame(rate_rows[["dataset", "seed"]])
+    missing = sorted(set(keys) - set(base.index))
+    if missing:
+        raise ValueError(f"danger_relative_to='base' needs a step-0 EM rate for every run; none for {missing[:3]}")
+    return rate_rows.assign(em_rate=rate_rows["em_rate"].to_numpy() - base.reindex(keys).to_numpy())
+
+
+def monitor_evaluation(inputs, settings, seed: int = 0) -> MonitorEvaluation:
+    """Every feature set and model on the checkpoints of the main and extra runs
+    (``inputs``: :class:`~.inputs.FindingsInputs`; ``settings``: the params' findings section)."""
+    runs = [inputs.main, *inputs.extra]
+    drift_rows, rate_rows = monitor_rows(runs, settings.em_rate, settings.danger_relative_to)
+    table = build_monitor_table(drift_rows, rate_rows, danger_threshold=settings.danger_threshold,
+                                value_column="drift_pct_of_norm")
+    groups = table.groups
+    # The raw-activation baselines read the layer most traits were projected at.
+    layer_counts = inputs.main.projections.groupby("layer")["trait"].nunique()
+    layer = int(layer_counts.idxmax())
+    raw = [raw_activation_drift(run.mean_activations, layer).assign(seed=run.seed) for run in runs]
+    raw_table = pd.concat(raw, ignore_index=True).rename(columns={"condition": "dataset"})
+    raw_table = groups.merge(raw_table, on=["dataset", "seed", "step"], how="left")
+    raw_matrix = raw_table[[column for column in raw_table.columns if column.startswith("dim_")]]
+    sets = monitor_feature_sets(table.features, raw_matrix, inputs.alignment_traits, seed=seed)
+    # Held-out datasets are the monitor's question, so a fold holds out a dataset with all its seeds
+    # (holding out one (dataset, seed) would train on the same dataset's other seed). With several
+    # seeds a second scheme holds out a whole seed: does the monitor carry over to a new training run?
+    schemes = {"dataset": ["dataset"]}
+    if groups["seed"].nunique() > 1:
+        schemes["seed"] = ["seed"]
+    per_scheme = []
+    for name, columns in schemes.items():
+        scheme_results = evaluate_monitors(sets, table.labels, groups[columns], models=settings.monitor_models,
+                                           seed=seed, n_boot=settings.n_boot)
+        scheme_results.insert(0, "held_out", name)
+        per_scheme.append(scheme_results)
+    results = pd.concat(per_scheme, ignore_index=True)
+    n_groups = len(groups[["dataset", "seed"]].drop_duplicates())
+    description = (f"{len(table.labels)} evaluated trained checkpoints (the base model, drift 0 by construction, left "
+                   f"out) from {n_groups} (dataset, seed) runs, "
+                   f"{int(table.labels.sum())} dangerous ({settings.em_rate}"
+                   f"{' minus the base model' if settings.danger_relative_to == 'base' else ''} > "
+                   f"{settings.danger_threshold}); "
+                   f"raw-activation baselines read layer {layer}. Folds hold out one dataset with all its seeds"
+                   f"{' and, separately, one seed with all its datasets' if 'seed' in schemes else ''}.")
+    return MonitorEvaluation(results, table, list(table.features.columns), description)

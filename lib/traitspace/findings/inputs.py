@@ -1,0 +1,125 @@
+"""What notebook 05 reads, and only through the earlier stages' loaders
+(``traitspace.<stage>.load_outputs``): the projections, drift, raw mean activations, top shifts and
+decomposition of notebook 03; the behaviour rates and judge validity of notebook 04; the figures of
+notebooks 00-04 for the report; and the same tables of any extra runs named in the params.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+
+@dataclass
+class RunTables:
+    """One run's measured tables."""
+
+    run_dir: Path
+    seed: int
+    projections: pd.DataFrame       # condition, step, trait, layer, prompt, value, act_norm
+    drift: pd.DataFrame             # condition, step, trait, drift, base_norm, drift_pct_of_norm
+    rates: pd.DataFrame             # condition, step, em_rate_of_*, *_low, *_high, coherence_rate, mean_aligned, ...
+    mean_activations: dict          # (condition, step) -> {layer: [hidden]}
+    pairs: dict[str, str]           # EM condition -> its control
+    top_shifts: dict = field(default_factory=dict)      # (em, control) -> top_shifts table of notebook 03
+    decomposition: dict = field(default_factory=dict)   # (em, control) -> shared/specific table of notebook 03
+
+
+@dataclass
+class FindingsInputs:
+    main: RunTables
+    extra: list[RunTables]
+    alignment_traits: list[str]
+    judge_validity: pd.DataFrame | None
+    figures: list[Path] = field(default_factory=list)   # notebooks 00-04's figures, for the report
+
+    @property
+    def projections(self) -> pd.DataFrame:
+        return self.main.projections
+
+    def summary(self) -> str:
+        lines = [f"main run {self.main.run_dir}: conditions {sorted(self.main.projections['condition'].unique())}, "
+                 f"{self.main.projections['step'].nunique()} projected steps, "
+                 f"{len(self.main.rates)} (condition, step) behaviour evaluations; pairs {self.main.pairs}"]
+        lines += [f"extra run {run.run_dir}: {len(run.rates)} behaviour evaluations" for run in self.extra]
+        return "\n".join(lines)
+
+
+def load_behaviour_rates(run_dir, behavior_section, conditions: Sequence[str]) -> pd.DataFrame:
+    """EM rates per (condition, step), as notebook 04's loader computes them."""
+    from .. import behavior
+
+    return behavior.load_outputs(run_dir, behavior_section, list(conditions)).rates
+
+
+def _run_tables(config, run_dir: Path, seed: int):
+    """One run's :class:`RunTables` and the behaviour stage's outputs (for the main run's judge
+    validity and figures)."""
+    from .. import behavior, project
+
+    projection = project.load_outputs(run_dir)
+    conditions = sorted(projection.projections["condition"].unique())
+    behaviour = behavior.load_outputs(run_dir, config.behavior, conditions)
+    tables = RunTables(run_dir, seed, projection.projections, projection.drift, behaviour.rates,
+                       projection.mean_activations, dict(projection.pairs),
+                       dict(projection.top_shifts), dict(projection.decomposition))
+    return tables, projection, behaviour
+
+
+def load_run_tables(config, run_dir=None) -> RunTables:
+    """The tables of ``run_dir`` (default: this config's run) under this config's behaviour thresholds."""
+    return _run_tables(config, Path(run_dir or config.run_dir), config.finetune.seed)[0]
+
+
+def _extra_run_seed(run_dir: Path, default: int) -> int:
+    """The fine-tuning seed an extra run was trained with, from the runner's resolved params."""
+    run_manifest = run_dir / "manifest.json"
+    if not run_manifest.is_file():
+        return default
+    return json.loads(run_manifest.read_text()).get("params", {}).get("finetune", {}).get("seed", default)
+
+
+def _extract_figures(vectors) -> list[Path]:
+    """Notebook 02's figures, beside the vectors file its loader read. Its loader returns the
+    :class:`~traitspace.extract.TraitVectors` alone, without a figure list, so until it carries one
+    the names come from the extract stage's own plot module (never a glob of its folder)."""
+    if hasattr(vectors, "figures"):
+        return list(vectors.figures)
+    from ..extract import plots
+
+    names = (plots.SEPARATION_BY_LAYER_FIGURE, plots.SEPARATION_PER_TRAIT_FIGURE, plots.HELDOUT_PROJECTIONS_FIGURE,
+             plots.COSINE_FIGURE, plots.AXIS_COSINES_FIGURE)
+    folder = Path(vectors.path).parent
+    return [folder / name for name in names if (folder / name).is_file()]
+
+
+def stage_figures(run_dir, conditions: Sequence[str], *stage_outputs) -> list[Path]:
+    """The figures of notebooks 00-04 as their loaders list them (``stage_outputs`` adds loader
+    outputs already read), sorted by path as the report has always shown them."""
+    from .. import extract, finetune, model_check
+
+    outputs = [model_check.load_outputs(run_dir), finetune.load_outputs(run_dir, list(conditions)), *stage_outputs]
+    figures = [path for output in outputs for path in output.figures]
+    figures += _extract_figures(extract.load_outputs(run_dir))
+    return sorted({Path(path) for path in figures})
+
+
+def load_inputs(config) -> FindingsInputs:
+    """The main run's tables, the extra runs' tables, the library's alignment traits, the judge's
+    validity and the earlier notebooks' figures."""
+    from ..library import load_builtin_library
+
+    main, projection, behaviour = _run_tables(config, Path(config.run_dir), config.finetune.seed)
+    extra = []
+    for path in config.findings.extra_runs:
+        run_dir = Path(path)
+        extra.append(_run_tables(config, run_dir, _extra_run_seed(run_dir, config.finetune.seed))[0])
+    library = load_builtin_library()
+    alignment = [trait.name for trait in library.all_traits if trait.polarity is not None]
+    conditions = sorted(main.projections["condition"].unique())
+    figures = stage_figures(config.run_dir, conditions, projection, behaviour)
+    return FindingsInputs(main, extra, alignment, behaviour.judge_validity, figures)

@@ -1,0 +1,86 @@
+"""Stage 03 (notebook 03_project): every checkpoint projected onto every trait direction.
+
+Output folder ``outputs/<run>/projections/``:
+
+- ``projections.parquet``: condition, step, trait, layer, prompt, value, act_norm (one row per
+  checkpoint x trait x projection prompt; step 0 of each condition is the shared base model);
+- ``drift.parquet``: condition, step, trait, drift, base_norm, drift_pct_of_norm;
+- ``top_shifts__<em>__vs__<control>.csv`` and ``decomposition__<em>.csv`` per EM/control pair,
+  ``assistant_axis.csv``, ``pca_coordinates.csv`` (:mod:`.analysis`);
+- ``figures/*.png`` (:mod:`.plots`);
+- ``parts/<condition>/step-<N>.{parquet,json,mean_activation.safetensors}``: the per-checkpoint
+  cache (:class:`traitspace.core.parts.CheckpointParts`), with each checkpoint's mean activation;
+- ``manifest.json``: params hash, conditions, the EM -> control pairs, timings.
+
+Later stages read these only through :func:`load_outputs`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .analysis import (
+    AXIS,
+    PairAnalysis,
+    ProjectionAnalysis,
+    analyse_projections,
+    read_pair_tables,
+    write_analysis,
+)
+from .plots import projection_figures, save_projection_figures
+from .stage import (
+    ProjectionResult,
+    load_mean_activations,
+    load_projection_parts,
+    norm_rescaled_drift_table,
+    project_activations,
+    project_checkpoints,
+    projection_conversations,
+    resolve_pairs,
+    run_projection_stage,
+)
+
+__all__ = [
+    "AXIS", "PairAnalysis", "ProjectionAnalysis", "ProjectionOutputs", "ProjectionResult", "analyse_projections",
+    "load_mean_activations", "load_outputs", "load_projection_parts", "norm_rescaled_drift_table",
+    "project_activations", "project_checkpoints", "projection_conversations", "projection_figures",
+    "read_pair_tables", "resolve_pairs", "run_projection_stage", "save_projection_figures", "write_analysis",
+]
+
+OUTPUT_DIRNAME = "projections"
+
+
+@dataclass
+class ProjectionOutputs:
+    """What stage 03 left in a run folder."""
+
+    projections: pd.DataFrame       # as projections.parquet
+    drift: pd.DataFrame             # as drift.parquet
+    pairs: dict[str, str]           # em -> control
+    mean_activations: dict[tuple[str, int], dict[int, torch.Tensor]]  # (condition, step) -> {layer: [hidden]}
+    top_shifts: dict[tuple[str, str], pd.DataFrame]     # (em, control) -> top_shifts__<em>__vs__<control>.csv
+    decomposition: dict[tuple[str, str], pd.DataFrame]  # (em, control) -> decomposition__<em>.csv
+    figures: list[Path]
+
+
+def load_outputs(run_dir: str | Path) -> ProjectionOutputs:
+    """Stage 03's outputs of ``run_dir``; FileNotFoundError naming the notebook when it has not run."""
+    from ..core.artifacts import read_json
+    from ..core.checkpoints import Checkpoint
+
+    folder = Path(run_dir) / OUTPUT_DIRNAME
+    if not (folder / "projections.parquet").is_file() or not (folder / "manifest.json").is_file():
+        raise FileNotFoundError(f"no projections in {folder}: run notebook 03 first")
+    projections = pd.read_parquet(folder / "projections.parquet")
+    drift = pd.read_parquet(folder / "drift.parquet")
+    pairs = dict(read_json(folder / "manifest.json").get("pairs", {}))
+    checkpoints = [Checkpoint(condition, int(step), None)
+                   for condition, step in projections[["condition", "step"]].drop_duplicates().itertuples(index=False)]
+    mean_activations = load_mean_activations(folder / "parts", checkpoints)
+    top_shifts, decomposition = read_pair_tables(folder, pairs)
+    figures = sorted((folder / "figures").glob("*.png"))
+    return ProjectionOutputs(projections, drift, pairs, mean_activations, top_shifts, decomposition, figures)
