@@ -257,14 +257,11 @@ def test_stage_writes_tables_artifacts_and_report(faked_run):
 
 
 def test_extract_figures_are_named_by_the_extract_stage(tmp_path):
-    """The extract loader's TraitVectors lists no figures: they are found beside its vectors file
-    under the names notebook 02's plots give them, never by globbing the folder."""
-    from traitspace.extract import plots
-    from traitspace.findings.inputs import _extract_figures
+    """The extract loader's TraitVectors lists notebook 02's figures by the names its plots give
+    them, never by globbing the folder."""
+    from traitspace.extract import TraitVectors, plots
 
     _png(tmp_path / "traits" / plots.SEPARATION_BY_LAYER_FIGURE)
     _png(tmp_path / "traits" / "not_a_stage_figure.png")
-    vectors = SimpleNamespace(path=tmp_path / "traits" / "vectors.safetensors")
-    assert _extract_figures(vectors) == [tmp_path / "traits" / plots.SEPARATION_BY_LAYER_FIGURE]
-    listed = [tmp_path / "traits" / "listed.png"]
-    assert _extract_figures(SimpleNamespace(path=None, figures=listed)) == listed
+    vectors = TraitVectors(vectors={}, metadata=pd.DataFrame(), info={}, path=tmp_path / "traits" / "vectors.safetensors")
+    assert vectors.figures == [tmp_path / "traits" / plots.SEPARATION_BY_LAYER_FIGURE]

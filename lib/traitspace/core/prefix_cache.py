@@ -183,8 +183,8 @@ class Continuation:
 def continuation(suffixes: Sequence[Sequence[int]], pad_token_id: int, side: PaddingSide,
                  prefix: SharedPrefix | None = None, rows: Sequence[int] | None = None) -> Continuation:
     """Continuation inputs: ``suffixes[i]`` goes on after prefix row ``rows[i]`` of ``prefix``
-    (no prefix: the suffixes are whole sequences). Padding positions get the nearest real position
-    (they are masked; the numbers only keep rotary embeddings finite)."""
+    (no prefix: the suffixes are whole sequences). Padding is masked; its position ids (left: the
+    first real position, right: counting on) only need to be valid."""
     ids, mask, offsets = pad_rows(suffixes, pad_token_id, side, min_width=1)
     columns = (torch.arange(ids.shape[1])[None, :] - torch.tensor(offsets)[:, None]).clamp(min=0)
     if prefix is None:

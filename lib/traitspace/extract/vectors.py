@@ -193,6 +193,9 @@ def load_trait_vectors(path: str | Path) -> TraitVectors:
     for key, value in header.items():
         if key in ("vectors",):
             continue
+        if key == "params_hash":  # a hex string that may look like a number: keep it as written
+            info[key] = value
+            continue
         try:
             info[key] = json.loads(value)
         except json.JSONDecodeError:

@@ -83,20 +83,6 @@ def _extra_run_seed(run_dir: Path, default: int) -> int:
     return json.loads(run_manifest.read_text()).get("params", {}).get("finetune", {}).get("seed", default)
 
 
-def _extract_figures(vectors) -> list[Path]:
-    """Notebook 02's figures, beside the vectors file its loader read. Its loader returns the
-    :class:`~traitspace.extract.TraitVectors` alone, without a figure list, so until it carries one
-    the names come from the extract stage's own plot module (never a glob of its folder)."""
-    if hasattr(vectors, "figures"):
-        return list(vectors.figures)
-    from ..extract import plots
-
-    names = (plots.SEPARATION_BY_LAYER_FIGURE, plots.SEPARATION_PER_TRAIT_FIGURE, plots.HELDOUT_PROJECTIONS_FIGURE,
-             plots.COSINE_FIGURE, plots.AXIS_COSINES_FIGURE)
-    folder = Path(vectors.path).parent
-    return [folder / name for name in names if (folder / name).is_file()]
-
-
 def stage_figures(run_dir, conditions: Sequence[str], *stage_outputs) -> list[Path]:
     """The figures of notebooks 00-04 as their loaders list them (``stage_outputs`` adds loader
     outputs already read), sorted by path as the report has always shown them."""
@@ -104,7 +90,7 @@ def stage_figures(run_dir, conditions: Sequence[str], *stage_outputs) -> list[Pa
 
     outputs = [model_check.load_outputs(run_dir), finetune.load_outputs(run_dir, list(conditions)), *stage_outputs]
     figures = [path for output in outputs for path in output.figures]
-    figures += _extract_figures(extract.load_outputs(run_dir))
+    figures += extract.load_outputs(run_dir).figures
     return sorted({Path(path) for path in figures})
 
 

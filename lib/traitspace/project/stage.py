@@ -185,10 +185,10 @@ class ProjectionResult:
 def run_projection_stage(config, loaded=None, progress: bool = True) -> ProjectionResult:
     """Project every trained checkpoint onto the run's trait vectors (cached per checkpoint), then
     write notebook 03's analysis tables and figures; everything lands in ``projections/``."""
-    from ..core.artifacts import Stage, read_json
+    from ..core.artifacts import Stage
     from ..core.checkpoints import list_checkpoints, list_conditions
     from ..core.models import AdapterSwitcher, load_model
-    from ..extract import load_trait_vectors
+    from .. import extract
     from ..library import load_builtin_library
 
     run_dir = Path(config.run_dir)
@@ -196,15 +196,14 @@ def run_projection_stage(config, loaded=None, progress: bool = True) -> Projecti
     conditions = [name for name in configured if name in set(list_conditions(run_dir))]
     if not conditions:
         raise FileNotFoundError(f"no checkpoints of {configured} under {run_dir / 'checkpoints'}: run notebook 01 first")
-    vectors = load_trait_vectors(run_dir)
-    traits_manifest = read_json(run_dir / "traits" / "manifest.json")
+    vectors = extract.load_outputs(run_dir)
     settings = config.project
     questions = list(load_builtin_library().projection_questions)
     if settings.n_questions is not None:
         questions = questions[: settings.n_questions]
     checkpoints = [checkpoint
                    for condition in conditions for checkpoint in list_checkpoints(run_dir, condition)]
-    params_hash = config.params_hash("model", "finetune", "project") + "-" + str(traits_manifest.get("params_hash"))
+    params_hash = config.params_hash("model", "finetune", "project") + "-" + str(vectors.info.get("params_hash"))
     stage = Stage(run_dir / "projections", params_hash=params_hash)
     pooling = vectors.info.get("pooling", "last_prompt") if settings.pooling == "auto" else settings.pooling
     unit_vectors = {name: torch.as_tensor(vectors.unit(name)).float() for name in vectors.names}
