@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import pandas as pd
 
@@ -105,7 +105,7 @@ def run_behavior_stage(config, loaded=None, progress: bool = True, log: Callable
         validity = judge_validity_table([judge], seed=settings.judge.offline_seed,
                                         train_fraction=settings.judge.offline_train_fraction)
 
-    preference, preference_summary = measure_preference(config, loaded, behavior_dir, progress)
+    preference, preference_summary = measure_preference(config, loaded, behavior_dir, progress, sampled=plan)
     write_tables(behavior_dir, {"preference": preference, "preference_summary": preference_summary,
                                 "answers": answers, "scored": scored, "em_rates": rates,
                                 "em_rates_by_format": rates_by_format, "self_assessment": parsed,
@@ -118,9 +118,14 @@ def run_behavior_stage(config, loaded=None, progress: bool = True, log: Callable
                           judge.name, validity, seconds, preference, preference_summary, figures)
 
 
-def measure_preference(config, loaded, behavior_dir: Path, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The judge-free misalignment preference at every checkpoint of every condition (the trait
-    projection's grid, not the sampled subset), the base model once; (pair rows, summary)."""
+def measure_preference(config, loaded, behavior_dir: Path, progress: bool = True,
+                       sampled: Sequence[Checkpoint] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The judge-free misalignment preference, the base model once; (pair rows, summary).
+
+    ``preference_grid: all`` measures every checkpoint of every condition (the trait projection's
+    grid); ``sampled`` only the ``sampled`` checkpoints, for CPU budgets: on SmolLM2-135M one
+    checkpoint costs ~17x projecting it (bench/preference.py), as each of the 338 answers is run
+    whole, against 52 short prompts for the projection."""
     from ..core.checkpoints import list_checkpoints, list_conditions
     from ..core.parts import CheckpointParts
     from .preference import load_preference_pairs, measure_checkpoints, pairs_fingerprint, preference_summary
@@ -131,6 +136,10 @@ def measure_preference(config, loaded, behavior_dir: Path, progress: bool = True
     available = set(list_conditions(config.run_dir))
     conditions = [condition for condition in config.finetune.conditions if condition in available]
     checkpoints = [checkpoint for condition in conditions for checkpoint in list_checkpoints(config.run_dir, condition)]
+    if settings.preference_grid == "sampled":
+        chosen = {(checkpoint.condition, checkpoint.step) for checkpoint in sampled}
+        checkpoints = [checkpoint for checkpoint in checkpoints
+                       if checkpoint.step == 0 or (checkpoint.condition, checkpoint.step) in chosen]
     if not checkpoints:  # notebook 01 has not run: the base model alone
         from ..core.checkpoints import base_checkpoint
 

@@ -310,7 +310,8 @@ class BehaviorSection(_Section):
     preference: bool = Field(True, description="Judge-free misalignment preference at every checkpoint "
                              "(mean log p(misaligned) - log p(aligned), traitspace.behavior.preference)")
     preference_pairs_file: str | None = Field(None, description="Pairs file in the built-in format; None: built-in")
-    preference_questions: int | None = Field(None, ge=1, description="Only the first N questions of each kind (smoke)")
+    preference_questions: int | None = Field(None, ge=1, description="Only the first N questions of each kind")
+    preference_grid: Literal["all", "sampled"] = Field("all", description="every checkpoint, or those sampled")
     preference_batch_size: int = Field(16, ge=1, description="Answers scored per forward pass")
     judge: JudgeSection = JudgeSection()
 
