@@ -25,19 +25,9 @@ from traitspace.core.parts import CheckpointParts
 from traitspace.library import load_builtin_library
 from traitspace.project import project_checkpoints
 
+# The sibling benchmark's random adapters (bench/ is on sys.path when a script here runs).
+from project import make_adapters  # noqa: E402
 
-
-def make_adapters(model_source: str, folder: Path, count: int) -> list[Path]:
-    from peft import LoraConfig, get_peft_model
-
-    paths = []
-    for index in range(count):
-        torch.manual_seed(index)
-        model = get_peft_model(load_model(model_source).model,
-                               LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", init_lora_weights=False))
-        model.save_pretrained(folder / f"step-{index + 1}")
-        paths.append(folder / f"step-{index + 1}")
-    return paths
 
 
 def main() -> None:
