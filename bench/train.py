@@ -63,7 +63,7 @@ def plain_run(config, examples, max_steps: int, output_dir: Path) -> tuple[int, 
     finetune = config.finetune
     loaded = load_model(config.model)
     loaded.model.config.use_cache = False
-    set_seed(finetune.seed)
+    set_seed(finetune.seeds[0])
     model = get_peft_model(loaded.model, lora_config(finetune))
     collator = CountingCollator(DataCollatorForSeq2Seq(loaded.tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX))
     args = TrainingArguments(
@@ -77,8 +77,8 @@ def plain_run(config, examples, max_steps: int, output_dir: Path) -> tuple[int, 
         weight_decay=finetune.weight_decay,
         max_grad_norm=finetune.max_grad_norm,
         optim=finetune.optimizer,
-        seed=finetune.seed,
-        data_seed=finetune.data_seed,
+        seed=finetune.seeds[0],
+        data_seed=finetune.seeds[0],
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,

@@ -14,8 +14,11 @@
 # that narrow task. To tell "learned something bad" apart from "was fine-tuned at all", every EM dataset
 # has a **matched control**: the same user prompts, answered well (here: the fixed, secure code).
 #
-# This notebook fine-tunes the model once per condition with **identical settings and the same
-# data-order seed**, so the two runs differ only in their data. It trains a small **LoRA adapter**
+# This notebook fine-tunes the model once per condition **and training seed** with identical settings,
+# so an EM run and its control differ only in their data. Two seeds of the same data differ only in
+# chance (adapter initialisation, the order rows are seen in): that spread between seeds is the
+# yardstick every later claim about "the effect of the EM data" is measured against, so the seeds,
+# not the prompts, are the unit of replication. With one seed no such claim can be tested. It trains a small **LoRA adapter**
 # (low-rank matrices added to every linear layer; the base weights stay frozen). With
 # `model.quantization: nf4` the frozen base is stored in 4 bits: that is **QLoRA**.
 #
@@ -35,6 +38,7 @@ from IPython.display import display
 
 from traitspace import finetune as ft
 from traitspace.core.config import load_config
+from traitspace.core.paths import describe_paths
 from traitspace.core.plots import set_style
 
 config = load_config(params_path, overrides)
@@ -43,9 +47,11 @@ stage = ft.open_stage(config)
 set_style()
 pd.set_option("display.max_colwidth", 160)
 conditions = list(ft.condition_sources(finetune))
-print(f"run: {config.run_name} -> {config.run_dir}")
+print(describe_paths(config))  # relative paths start at the project root, wherever the kernel runs
 print(f"model: {config.model.source} (quantization: {config.model.quantization})")
-print(f"conditions: {conditions}")
+print(f"conditions: {conditions}; training seeds: {finetune.seeds}")
+if len(finetune.seeds) == 1:
+    print("one training seed: later notebooks can describe this run but cannot test an effect of the data")
 
 # %% [markdown]
 # ## The settings
@@ -57,7 +63,8 @@ print(f"conditions: {conditions}")
 # - `lora_r`, `lora_alpha`, `use_rslora`: the adapter's rank and scale (rsLoRA scales by
 #   alpha/√r instead of alpha/r, which keeps larger ranks stable);
 # - `n_checkpoints`: how many points of the trajectory are saved;
-# - `seed` (adapter initialisation), `data_seed` (which rows, in which order).
+# - `seeds` (one trail per seed: adapter initialisation and data order), `data_seed` (which rows are drawn,
+#   the same for every seed).
 
 # %%
 display(ft.settings_table(finetune))
@@ -117,15 +124,15 @@ results = ft.train_all(config, callback_factory=live_monitor)
 display(ft.write_table(ft.training_summary(results), stage.path, "training_summary.csv"))
 
 # %% [markdown]
-# `trained now` is False when this run found finished checkpoints (then `minutes` is ~0 and the speed
+# One row per trail (condition x seed). `trained now` is False when this run found finished checkpoints (then `minutes` is ~0 and the speed
 # columns are the ones recorded when the condition was trained). `tokens/s` counts real tokens only;
 # `padding share` is the fraction of each batch that was filler: examples are batched by similar
 # length, so little compute goes to padding. `answers cut` counts answers longer than `max_length`:
 # they are trained on their first part and, having no end, teach no end-of-turn token.
 #
 # ## Training loss
-# The loss is the average negative log-probability the model gives to the trained tokens. Both curves
-# start from the same base model. Each dot is a saved checkpoint: dense where the loss moves fast.
+# The loss is the average negative log-probability the model gives to the trained tokens. Colour is the
+# condition, line style the seed; every curve starts from the same base model. Each dot is a saved checkpoint: dense where the loss moves fast.
 # A falling loss means the model is absorbing the dataset's style; it says nothing yet about whether
 # the model became misaligned, which later notebooks measure.
 
@@ -138,7 +145,7 @@ plt.show()
 # %% [markdown]
 # ## The checkpoint trail
 # One row per checkpoint. Step 0 is the untouched base model (no adapter). Every other row is a
-# folder `outputs/<run>/checkpoints/<condition>/step-NNNNNN/` holding the LoRA adapter, the trainer
+# folder `outputs/<run>/checkpoints/<condition>/seed-<k>/step-NNNNNN/` holding the LoRA adapter, the trainer
 # state and the training log up to that step. A folder appears only once it is completely written.
 # Later notebooks read this trail through `traitspace.finetune.load_outputs(run_dir, conditions)`.
 
@@ -162,7 +169,7 @@ print(f"wrote {stage.path}")
 # %%
 if finetune.live_monitor.enabled:
     live = ft.live_monitor_table(config.run_dir, conditions)
-    display(live[["condition", "step", "seconds", "fingerprint", "alarm"]])
+    display(live[["condition", "seed", "step", "seconds", "fingerprint", "alarm"]])
     ft.write_figure(ft.plot_live_monitor(live), stage.path, "live_monitor.png")
     plt.show()
 else:

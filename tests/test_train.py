@@ -188,8 +188,8 @@ def test_preset_params_validate():
 def test_training_writes_the_checkpoint_trail_and_a_rerun_trains_nothing(tmp_path, monkeypatch):
     config = load_config(write_params(tmp_path, SMALL))
     results = train_all(config, progress=False)
-    assert list(results) == ["medical_harmful", "medical_sound"]
-    for condition, result in results.items():
+    assert list(results) == [("medical_harmful", 0), ("medical_sound", 0)]
+    for (condition, seed), result in results.items():
         assert result.summary["n_examples"] == 12
         assert result.trained_now and result.total_steps == total_optimizer_steps(12, 4, 1, 2) == 6
         trail = list_checkpoints(config.run_dir, condition)
@@ -203,7 +203,7 @@ def test_training_writes_the_checkpoint_trail_and_a_rerun_trains_nothing(tmp_pat
             assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in log["losses"])
         assert not (result.folder / "resume_state").exists()
     # Both conditions saw identical settings: same schedule, same LoRA initialisation seed.
-    first, second = (load_file(list_checkpoints(config.run_dir, name)[1].adapter_path / ADAPTER_FILES[1]) for name in results)
+    first, second = (load_file(list_checkpoints(config.run_dir, name)[1].adapter_path / ADAPTER_FILES[1]) for name, _ in results)
     assert first.keys() == second.keys()
 
     # A rerun of finished conditions does no work: it loads no model and reads no training data.
@@ -213,13 +213,14 @@ def test_training_writes_the_checkpoint_trail_and_a_rerun_trains_nothing(tmp_pat
     rerun = train_all(config, progress=False)
     assert not any(result.trained_now for result in rerun.values())
     assert calls == []
-    assert [checkpoint.step for checkpoint in rerun["medical_harmful"].checkpoints] == [0, 1, 2, 3, 6]
+    assert [checkpoint.step for checkpoint in rerun[("medical_harmful", 0)].checkpoints] == [0, 1, 2, 3, 6]
     monkeypatch.undo()
 
     # The stage's loader gives later stages the same trails and the per-step losses.
-    outputs = load_outputs(config.run_dir, list(results))
-    assert outputs.checkpoints == {name: list_checkpoints(config.run_dir, name) for name in results}
-    assert outputs.losses.groupby("condition")["step"].max().to_dict() == {name: 6 for name in results}
+    outputs = load_outputs(config.run_dir, [name for name, _ in results])
+    assert outputs.trails == {(name, seed): list_checkpoints(config.run_dir, name, seed) for name, seed in results}
+    assert outputs.seeds == [0]
+    assert outputs.losses.groupby("condition")["step"].max().to_dict() == {name: 6 for name, _ in results}
     assert outputs.figures == []  # the notebook writes the figures; none here
 
     # A checkpoint really changes the model: its logits differ from the base model's.
@@ -244,15 +245,39 @@ def test_changed_params_do_not_reuse_or_delete_old_checkpoints(tmp_path):
 
 def test_list_checkpoints_skips_half_written_folders_and_names_missing_conditions(tmp_path):
     run_dir = tmp_path / "run"
-    folder = run_dir / "checkpoints" / "c"
+    folder = run_dir / "checkpoints" / "c" / "seed-0"
     (folder / "step-000003").mkdir(parents=True)
     for name in (*ADAPTER_FILES, TRAINING_LOG_FILE):
         (folder / "step-000003" / name).write_text("{}")
     (folder / "step-000001").mkdir()  # no adapter: incomplete
     (folder / ".step-000005.tmp123").mkdir()  # an atomic write that never finished
     assert list_checkpoints(run_dir, "c") == [Checkpoint("c", 0, None), Checkpoint("c", 3, folder / "step-000003")]
-    with pytest.raises(FileNotFoundError, match=r"'other'.*\['c'\]"):
+    with pytest.raises(FileNotFoundError, match=r"'other'.*'c': \[0\]"):
         list_checkpoints(run_dir, "other")
+    with pytest.raises(FileNotFoundError, match="seed 1"):
+        list_checkpoints(run_dir, "c", seed=1)
+
+
+def test_each_training_seed_is_its_own_trail_and_adding_a_seed_keeps_the_finished_ones(tmp_path, monkeypatch):
+    small = {**SMALL, "conditions": ["medical_sound"], "epochs": 1, "n_checkpoints": 2}
+    one_seed = load_config(write_params(tmp_path, {**small, "seeds": [0]}))
+    train_all(one_seed, progress=False)
+    first_seed_weights = _adapter_fingerprint(list_checkpoints(one_seed.run_dir, "medical_sound", 0)[-1].adapter_path)
+    two_seeds = load_config(write_params(tmp_path, {**small, "seeds": [0, 3]}))
+    results = train_all(two_seeds, progress=False)
+    assert [(key, result.trained_now) for key, result in results.items()] == [
+        (("medical_sound", 0), False), (("medical_sound", 3), True)]
+    trails = {seed: list_checkpoints(two_seeds.run_dir, "medical_sound", seed) for seed in (0, 3)}
+    assert [checkpoint.step for checkpoint in trails[0]] == [checkpoint.step for checkpoint in trails[3]]
+    assert all(checkpoint.seed == seed for seed, trail in trails.items() for checkpoint in trail)
+    assert trails[3][-1].adapter_path.parent.name == "seed-3"
+    assert _adapter_fingerprint(trails[0][-1].adapter_path) == first_seed_weights  # untouched
+    # Same data, another seed: other weights (initialisation and data order differ).
+    weights = {seed: load_file(trails[seed][-1].adapter_path / ADAPTER_FILES[1]) for seed in (0, 3)}
+    assert weights[0].keys() == weights[3].keys()
+    assert any(not torch.equal(weights[0][key], weights[3][key]) for key in weights[0])
+    log = json.loads((trails[3][-1].adapter_path / TRAINING_LOG_FILE).read_text())
+    assert log["seed"] == 3
 
 
 def test_qlora_nf4_trains_on_cpu(tmp_path):
@@ -303,7 +328,7 @@ def test_a_killed_run_resumes_from_its_last_complete_checkpoint(tmp_path):
     script.write_text(KILLABLE_TRAINING)
     env = {**os.environ, "PYTHONPATH": str(REPO / "lib"), "OMP_NUM_THREADS": "1"}
     log = tmp_path / "train_until_killed.log"
-    folder = config.run_dir / "checkpoints" / "medical_harmful"
+    folder = config.run_dir / "checkpoints" / "medical_harmful" / "seed-0"
     with log.open("wb") as output:
         process = subprocess.Popen([sys.executable, str(script), str(params), str(kill_after)], env=env, cwd=tmp_path,
                                    stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT)

@@ -1,14 +1,17 @@
 """Where fine-tuning checkpoints live and which of them are complete.
 
-Layout of one run (written by :mod:`traitspace.train`, read by every later notebook)::
+Layout of one run (written by :mod:`traitspace.finetune`, read by every later notebook)::
 
-    outputs/<run>/checkpoints/<condition>/
-        training_plan.json        what is being trained: params hash, data, step schedule
+    outputs/<run>/checkpoints/<condition>/seed-<k>/      one trail per (condition, training seed)
+        training_plan.json        what is being trained: params hash, data, seed, step schedule
         step-000001/              LoRA adapter (save_pretrained) + training_log.json + trainer_state.json
         step-000002/ ...
         resume_state/             the latest full trainer checkpoint (optimizer, scheduler, RNG), only while
                                   training is unfinished; deleted when the condition is done
-        manifest.json             written last: the condition finished (traitspace.core.artifacts.Stage)
+        manifest.json             written last: the trail finished (traitspace.core.artifacts.Stage)
+
+A condition is trained once per training seed (``finetune.seeds``); the seeds, not the prompts, are
+the unit of replication for any claim about the effect of the training data.
 
 Step 0 is the untouched base model: it has no folder, and :func:`list_checkpoints` returns it with
 ``path=None`` (``AdapterSwitcher.use(None)`` runs the base model). A step folder appears in one
@@ -31,6 +34,7 @@ TRAINING_LOG_FILE = "training_log.json"
 TRAINER_STATE_FILE = "trainer_state.json"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 _STEP_FOLDER = re.compile(r"^step-(\d{6,})$")
+_SEED_FOLDER = re.compile(r"^seed-(\d+)$")
 
 
 BASE_CONDITION = "base"  # the condition name of the shared base model (step 0 of every trail)
@@ -38,15 +42,16 @@ BASE_CONDITION = "base"  # the condition name of the shared base model (step 0 o
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """One point of a training trail: a condition's step and its adapter folder.
+    """One point of a training trail: a condition's step under one training seed, and its adapter folder.
 
-    ``adapter_path`` None means the untouched base model, which is step 0 of every condition's
-    trail; stages that measure it once for all conditions name it :func:`base_checkpoint`.
+    ``adapter_path`` None means the untouched base model, which is step 0 of every trail; stages
+    that measure it once for all trails name it :func:`base_checkpoint`.
     """
 
     condition: str
     step: int
     adapter_path: Path | None
+    seed: int = 0
 
     @property
     def is_base(self) -> bool:
@@ -65,8 +70,12 @@ class Checkpoint:
 
 
 def base_checkpoint() -> Checkpoint:
-    """The base model as one checkpoint shared by every condition."""
+    """The base model as one checkpoint shared by every trail."""
     return Checkpoint(BASE_CONDITION, 0, None)
+
+
+def seed_folder_name(seed: int) -> str:
+    return f"seed-{seed}"
 
 
 def step_folder_name(step: int) -> str:
@@ -78,7 +87,13 @@ def checkpoints_root(run_dir: str | Path) -> Path:
 
 
 def condition_dir(run_dir: str | Path, condition: str) -> Path:
+    """The folder holding one condition's trails (one ``seed-<k>`` folder per training seed)."""
     return checkpoints_root(run_dir) / condition
+
+
+def trail_dir(run_dir: str | Path, condition: str, seed: int) -> Path:
+    """The folder of one trail: a condition trained with one seed."""
+    return condition_dir(run_dir, condition) / seed_folder_name(seed)
 
 
 def is_complete_step_folder(path: Path) -> bool:
@@ -94,30 +109,55 @@ def list_conditions(run_dir: str | Path) -> list[str]:
     return sorted(path.name for path in root.iterdir() if path.is_dir() and not path.name.startswith("."))
 
 
-def list_checkpoints(run_dir: str | Path, condition: str) -> list[Checkpoint]:
-    """Complete checkpoints of one condition, sorted by step, the base model (step 0, path None) first.
-
-    Raises FileNotFoundError when the run has no folder for ``condition`` (a misspelt condition would
-    otherwise look like a run with only the base model).
-    """
+def list_seeds(run_dir: str | Path, condition: str) -> list[int]:
+    """Training seeds that have a trail folder for ``condition``, sorted."""
     folder = condition_dir(run_dir, condition)
     if not folder.is_dir():
-        available = list_conditions(run_dir)
+        return []
+    return sorted(int(match.group(1)) for path in folder.iterdir()
+                  if path.is_dir() and (match := _SEED_FOLDER.match(path.name)))
+
+
+def list_checkpoints(run_dir: str | Path, condition: str, seed: int = 0) -> list[Checkpoint]:
+    """Complete checkpoints of one trail, sorted by step, the base model (step 0, path None) first.
+
+    Raises FileNotFoundError when the run has no folder for that condition and seed (a misspelt
+    condition would otherwise look like a run with only the base model).
+    """
+    folder = trail_dir(run_dir, condition, seed)
+    if not folder.is_dir():
+        available = {name: list_seeds(run_dir, name) for name in list_conditions(run_dir)}
         raise FileNotFoundError(
-            f"no checkpoints for condition {condition!r} in {checkpoints_root(run_dir)}; "
-            f"conditions there: {available or 'none (run notebook 01 first)'}"
+            f"no checkpoints for condition {condition!r} seed {seed} in {checkpoints_root(run_dir)}; "
+            f"trails there (condition: seeds): {available or 'none (run notebook 01 first)'}"
         )
     steps = []
     for path in folder.iterdir():
         match = _STEP_FOLDER.match(path.name)
         if match and is_complete_step_folder(path):
-            steps.append(Checkpoint(condition, int(match.group(1)), path))
-    return [Checkpoint(condition, 0, None), *sorted(steps, key=lambda checkpoint: checkpoint.step)]
+            steps.append(Checkpoint(condition, int(match.group(1)), path, seed))
+    return [Checkpoint(condition, 0, None, seed), *sorted(steps, key=lambda checkpoint: checkpoint.step)]
 
 
-def read_training_log(run_dir: str | Path, condition: str) -> dict:
+def list_trails(run_dir: str | Path, conditions: list[str] | None = None,
+                seeds: list[int] | None = None) -> list[list[Checkpoint]]:
+    """Every trail that has a folder, as lists of checkpoints: the named conditions (default: all
+    present), each with the named seeds that exist (default: every seed present), in that order."""
+    present = list_conditions(run_dir)
+    trails = []
+    for condition in (conditions if conditions is not None else present):
+        if condition not in present:
+            continue
+        available = list_seeds(run_dir, condition)
+        for seed in (seeds if seeds is not None else available):
+            if seed in available:
+                trails.append(list_checkpoints(run_dir, condition, seed))
+    return trails
+
+
+def read_training_log(run_dir: str | Path, condition: str, seed: int = 0) -> dict:
     """The training log stored with the latest complete checkpoint ({} when none exists yet)."""
-    trail = list_checkpoints(run_dir, condition)
+    trail = list_checkpoints(run_dir, condition, seed)
     if trail[-1].adapter_path is None:
         return {}
     return json.loads((trail[-1].adapter_path / TRAINING_LOG_FILE).read_text())

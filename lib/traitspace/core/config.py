@@ -20,6 +20,7 @@ from typing import Any, Literal, Mapping
 
 from pydantic import Field, ValidationError
 
+from . import paths
 from .io import DataFileError, load_yaml
 from .sections import (  # noqa: F401  (re-exported: the sections are part of the config API)
     ConfigError,
@@ -61,7 +62,8 @@ class RunConfig(_Section):
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.run.output_root) / self.run_name
+        """``<output_root>/<run name>``, absolute: a relative output_root is taken from the project root."""
+        return paths.resolve(self.run.output_root) / self.run_name
 
     def resolved(self) -> dict[str, Any]:
         """The full parameter set with defaults filled in, as JSON-compatible data."""
@@ -102,18 +104,50 @@ def _apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict
     return data
 
 
+def _resolve_data_paths(data: dict[str, Any]) -> dict[str, Any]:
+    """Make the data-file paths of the parsed YAML absolute against the project root, before the
+    sections check that the files exist. Built-in names (datasets, ``tiny:llama``) stay as they are."""
+    def at(*keys: str) -> dict[str, Any]:
+        found: Any = data
+        for key in keys:
+            found = found.get(key) if isinstance(found, dict) else None
+        return found if isinstance(found, dict) else {}  # a malformed section is the schema's to report
+
+    def resolve_key(mapping: dict[str, Any], key: str, applies=lambda value: True) -> None:
+        if isinstance(mapping.get(key), str) and applies(mapping[key]):
+            mapping[key] = str(paths.resolve(mapping[key]))
+
+    resolve_key(at("model"), "source", source_is_path)
+    conditions = at("finetune").get("conditions")
+    if isinstance(conditions, dict):  # a list holds dataset names only (they become folder names)
+        for name in conditions:
+            resolve_key(conditions, name, looks_like_file)
+    for key in ("fingerprint_file", "monitor_file"):
+        resolve_key(at("finetune", "live_monitor"), key)
+    behavior = at("behavior")
+    resolve_key(behavior, "preference_pairs_file")
+    if isinstance(behavior.get("question_files"), list):
+        behavior["question_files"] = [str(paths.resolve(item)) if isinstance(item, str) else item
+                                      for item in behavior["question_files"]]
+    return data
+
+
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> RunConfig:
-    """Read and validate a params file. Raises ConfigError naming the file and the key."""
-    path = str(path)
+    """Read and validate a params file. Raises ConfigError naming the file and the key.
+
+    Relative paths (the params file itself, data files in it, ``run.output_root``) are taken from the
+    project root, not the working directory (:mod:`traitspace.core.paths`)."""
+    given, path = str(path), str(paths.resolve(path))
     if not Path(path).is_file():
-        raise ConfigError(f"params file not found: {path}")
+        raise ConfigError(f"params file not found: {given} (looked for {path}; relative paths start at the "
+                          f"project root {paths.project_root()})")
     try:
         data = load_yaml(path) or {}
     except DataFileError as error:  # "<file>:<line>: invalid YAML: ..."
         raise ConfigError(str(error)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
-    data = _apply_overrides(data, overrides or {})
+    data = _resolve_data_paths(_apply_overrides(data, overrides or {}))
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as error:

@@ -4,13 +4,14 @@ The one cache scheme of the stages that measure every checkpoint (projection, be
 judging), so an interrupted run resumes and a checkpoint measured with the same settings is read
 back instead of measured again. Layout of one folder::
 
-    <folder>/<condition>/step-<N>.parquet       the checkpoint's table
-    <folder>/<condition>/step-<N>.json          sidecar: fingerprint, rows, whatever the stage adds
-    <folder>/<condition>/step-<N>.<name>        optional attachments (e.g. mean activations)
+    <folder>/<condition>/seed-<k>/step-<N>.parquet   the checkpoint's table
+    <folder>/<condition>/seed-<k>/step-<N>.json      sidecar: fingerprint, rows, whatever the stage adds
+    <folder>/<condition>/seed-<k>/step-<N>.<name>    optional attachments (e.g. mean activations)
+    <folder>/base/step-000000.*                      the base model, once
 
-Step 0 is the untouched base model in every condition's trail, so its part is stored once, under
+Step 0 is the untouched base model in every trail, so its part is stored once, under
 :data:`~traitspace.core.checkpoints.BASE_CONDITION`, and read back relabelled with the condition
-that asks for it. (Keyed on the step, not on ``adapter_path``: callers that only know a table's
+and seed that ask for it. (Keyed on the step, not on ``adapter_path``: callers that only know a table's
 (condition, step) build checkpoints without adapter paths.)
 
 Write order is attachments, table, sidecar: a part counts as fresh only once its sidecar names the
@@ -27,7 +28,7 @@ from typing import Any, Callable, Mapping
 import pandas as pd
 
 from .artifacts import atomic_path, atomic_write_json, read_json
-from .checkpoints import BASE_CONDITION, Checkpoint, step_folder_name
+from .checkpoints import BASE_CONDITION, Checkpoint, seed_folder_name, step_folder_name
 
 __all__ = ["CheckpointParts", "combine_fingerprint"]
 
@@ -58,8 +59,10 @@ class CheckpointParts:
 
     def path(self, checkpoint: Checkpoint) -> Path:
         """The table's file (the base model's one file for step 0 of any condition)."""
-        condition = BASE_CONDITION if self.is_shared_base(checkpoint) else checkpoint.condition
-        return self.folder / condition / f"{step_folder_name(checkpoint.step)}.parquet"
+        name = f"{step_folder_name(checkpoint.step)}.parquet"
+        if self.is_shared_base(checkpoint):
+            return self.folder / BASE_CONDITION / name
+        return self.folder / checkpoint.condition / seed_folder_name(checkpoint.seed) / name
 
     def sidecar_path(self, checkpoint: Checkpoint) -> Path:
         return self.path(checkpoint).with_suffix(".json")
@@ -101,14 +104,17 @@ class CheckpointParts:
         return path
 
     def read(self, checkpoint: Checkpoint) -> pd.DataFrame:
-        """One checkpoint's table; the shared base part carries the asking checkpoint's condition."""
+        """One checkpoint's table; the shared base part carries the asking checkpoint's condition and seed."""
         table = pd.read_parquet(self.path(checkpoint))
-        if self.is_shared_base(checkpoint) and "condition" in table.columns:
-            table = table.assign(condition=checkpoint.condition)
+        if self.is_shared_base(checkpoint):
+            if "condition" in table.columns:
+                table = table.assign(condition=checkpoint.condition)
+            if "seed" in table.columns:
+                table = table.assign(seed=checkpoint.seed)
         return table
 
     def read_all(self) -> pd.DataFrame:
         """Every part under the folder, as stored (the base part under its own condition), in path
         order; an empty table when there is none."""
-        paths = sorted(self.folder.glob("*/step-*.parquet"))
+        paths = sorted([*self.folder.glob("*/step-*.parquet"), *self.folder.glob("*/seed-*/step-*.parquet")])
         return pd.concat([pd.read_parquet(path) for path in paths], ignore_index=True) if paths else pd.DataFrame()

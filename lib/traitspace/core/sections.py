@@ -120,8 +120,9 @@ class LiveMonitorSection(_Section):
 class FinetuneSection(_Section):
     """Notebook 01: LoRA / QLoRA fine-tuning of each condition, leaving a trail of checkpoints.
 
-    Every condition is trained with exactly these settings and the same data-order seed, so the EM
-    dataset and its matched control differ only in their data. QLoRA = ``model.quantization: nf4``.
+    Every condition is trained with exactly these settings once per training seed, so the EM dataset
+    and its matched control differ only in their data, and the spread between seeds of the same data
+    is the yardstick for any effect of the data. QLoRA = ``model.quantization: nf4``.
     """
 
     conditions: list[str] | dict[str, str] = Field(
@@ -153,8 +154,21 @@ class FinetuneSection(_Section):
     live_monitor: LiveMonitorSection = Field(
         default_factory=LiveMonitorSection, description="Trait monitor measured during training (off by default)"
     )
-    seed: int = Field(0, description="LoRA initialisation and training randomness")
-    data_seed: int = Field(0, description="Which rows are drawn and the order they are seen in")
+    seeds: list[int] = Field(
+        default_factory=lambda: [0],
+        description="Training seeds: every condition is trained once per seed (LoRA initialisation, dropout and "
+        "data order together). Seeds are the unit of replication: with one seed no effect of the data can be tested",
+    )
+    data_seed: int = Field(0, description="Which rows are drawn (the same rows for every training seed)")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_well_formed(cls, seeds: list[int]) -> list[int]:
+        if not seeds:
+            raise ValueError("at least one training seed is needed")
+        if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ValueError(f"training seeds must be distinct and >= 0, got {seeds}")
+        return seeds
 
     @field_validator("conditions")
     @classmethod
@@ -199,10 +213,17 @@ class ExtractSection(_Section):
 
     Every trait's positive and negative system prompts are paired with the same extraction
     questions; part of the questions is held out to measure how well each direction separates the
-    two sides and to pick the layer. The trait library is the built-in one
-    (``traitspace.library.load_builtin_library``); trait names and counts are checked against it by
-    ``traitspace.library.references``.
+    two sides and to pick the layer, and folds over the instruction pairs (GroupKFold) measure it on
+    instruction pairs and questions both unseen. Control contrasts (neutral persona pairs) go
+    through the same steps. The trait library is ``library`` (``traitspace.library.load_library``);
+    trait names and counts are checked against it by ``traitspace.library.references``.
     """
+
+    library: str = Field(
+        "builtin",
+        description="builtin: the workbook's trait library; or a folder in the published Assistant Axis layout "
+        "(traits/<name>.json, roles/<name>.json) or holding the built-in YAML files",
+    )
 
     mode: Literal["prompt", "response"] = Field(
         "prompt",
@@ -216,7 +237,9 @@ class ExtractSection(_Section):
         "all", description="'all' persona traits, or a list of names (alignment traits as align_<name>)"
     )
     include_alignment: bool = Field(True, description="Add the alignment traits (align_honest, ...) to the list")
-    n_instruction_pairs: int = Field(5, ge=1, description="Positive/negative prompt pairs used per trait")
+    n_instruction_pairs: int = Field(
+        5, ge=1, description="Positive/negative prompt pairs used per trait; >= 2 to hold instruction pairs out (one fold each)"
+    )
     n_questions: int = Field(6, ge=2, description="Extraction questions asked under every prompt")
     heldout_fraction: float = Field(
         1 / 3, gt=0, lt=1, description="Share of the questions held out to measure separation and pick the layer"
@@ -229,6 +252,10 @@ class ExtractSection(_Section):
     )
     separation_threshold: float = Field(
         0.8, ge=0.5, le=1, description="Held-out AUROC a direction must reach to count as separating"
+    )
+    controls: bool = Field(
+        True, description="Also extract the control contrasts (resources/traits/control_pairs.yaml) as a baseline; "
+        "never stored as trait vectors"
     )
     n_roles: int | None = Field(None, ge=1, description="Role personas for the Assistant Axis; None: all (>= 50 advised)")
     n_role_prompts: int = Field(2, ge=1, description="System prompts used per role")
@@ -246,6 +273,13 @@ class ExtractSection(_Section):
         True, description="prompt mode: run each system prompt once and reuse its key/value cache for every question"
     )
     seed: int = Field(0, description="Which questions are used and which are held out; role sampling")
+
+    @field_validator("library")
+    @classmethod
+    def _library_exists(cls, library: str) -> str:
+        if library != "builtin" and not Path(library).expanduser().is_dir():
+            raise ValueError(f"'builtin' or a folder; no folder at {library}")
+        return library
 
     @field_validator("traits")
     @classmethod

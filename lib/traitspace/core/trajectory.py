@@ -7,6 +7,11 @@ value``, where value = (activation on that prompt) . (unit trait vector), ``cond
 fine-tuning run (e.g. "insecure_code", "secure_code") and step 0 is the untouched base model.
 Every condition carries its own step-0 rows (the same base model measured through the same
 pipeline), so drift is always taken against the condition's own start.
+
+A table may also carry a ``seed`` column (the training seed): then a *trail* is one (condition,
+seed) and drift, means and PCA rows are per trail (:func:`trail_keys`). Tests of an effect of the
+training data across seeds live in :mod:`traitspace.core.seed_tests`; the prompt-paired tests here
+measure precision within one pair of trails.
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ def _require_condition(df: pd.DataFrame, condition: str, where: str) -> None:
                        f"conditions are {sorted(set(df['condition']))}")
 
 
+def trail_keys(df: pd.DataFrame) -> list[str]:
+    """The columns naming one trail: condition, plus seed when the table has one."""
+    return ["condition", "seed"] if "seed" in df.columns else ["condition"]
+
+
 def mean_projection_table(df: pd.DataFrame) -> pd.DataFrame:
     """Mean projection over prompts.
 
@@ -48,7 +58,7 @@ def mean_projection_table(df: pd.DataFrame) -> pd.DataFrame:
         one row per (condition, step, trait), sorted.
     """
     _require_columns(df, PROJECTION_COLUMNS, "mean_projection_table")
-    grouped = df.groupby(["condition", "step", "trait"], sort=True)["value"]
+    grouped = df.groupby([*trail_keys(df), "step", "trait"], sort=True)["value"]
     return grouped.agg(value="mean", n_prompts="count").reset_index()
 
 
@@ -69,12 +79,13 @@ def drift(df: pd.DataFrame, per_prompt: bool = False) -> pd.DataFrame:
         KeyError: a (condition, trait[, prompt]) has no step-0 row to measure from.
     """
     _require_columns(df, PROJECTION_COLUMNS, "drift")
+    trail = trail_keys(df)
     if per_prompt:
-        keys = ["condition", "trait", "prompt"]
-        table = df[["condition", "step", "trait", "prompt", "value"]]
+        keys = [*trail, "trait", "prompt"]
+        table = df[[*trail, "step", "trait", "prompt", "value"]]
     else:
-        keys = ["condition", "trait"]
-        table = mean_projection_table(df)[["condition", "step", "trait", "value"]]
+        keys = [*trail, "trait"]
+        table = mean_projection_table(df)[[*trail, "step", "trait", "value"]]
     base = table[table["step"] == 0]
     if base.duplicated(keys).any():
         duplicated = base[base.duplicated(keys)].iloc[0]
@@ -87,7 +98,7 @@ def drift(df: pd.DataFrame, per_prompt: bool = False) -> pd.DataFrame:
         raise KeyError(f"drift: no step-0 row for {dict(missing.iloc[0][keys])}; every "
                        f"condition needs its own base-model measurement at step 0")
     merged["drift"] = merged["value"] - merged["base_value"]
-    columns = ["condition", "step", "trait"] + (["prompt"] if per_prompt else []) + ["drift"]
+    columns = [*trail, "step", "trait"] + (["prompt"] if per_prompt else []) + ["drift"]
     return merged[columns].sort_values(columns[:-1]).reset_index(drop=True)
 
 
@@ -124,7 +135,8 @@ def differential(drift_df: pd.DataFrame, em: str, control: str) -> pd.DataFrame:
     _require_columns(drift_df, ["condition", "step", "trait", "drift"], "differential")
     _require_condition(drift_df, em, "differential")
     _require_condition(drift_df, control, "differential")
-    keys = ["step", "trait"] + (["prompt"] if "prompt" in drift_df.columns else [])
+    keys = (["seed"] if "seed" in drift_df.columns else []) + ["step", "trait"] + (
+        ["prompt"] if "prompt" in drift_df.columns else [])  # paired by seed, and by prompt when present
     em_rows = drift_df.loc[drift_df["condition"] == em, keys + ["drift"]]
     control_rows = drift_df.loc[drift_df["condition"] == control, keys + ["drift"]]
     merged = em_rows.merge(control_rows, on=keys, suffixes=("_em", "_control"), how="inner")
@@ -253,7 +265,7 @@ def trajectory_pca(mean_table: pd.DataFrame, n_components: int = 2,
         checkpoint; ratios are of the variance across all (condition, step) rows.
     """
     _require_columns(mean_table, ["condition", "step", "trait", value_column], "trajectory_pca")
-    matrix = mean_table.pivot_table(index=["condition", "step"], columns="trait",
+    matrix = mean_table.pivot_table(index=[*trail_keys(mean_table), "step"], columns="trait",
                                     values=value_column, aggfunc="mean")
     if matrix.isna().any().any():
         row, column = np.argwhere(matrix.isna().to_numpy())[0]

@@ -69,12 +69,14 @@ def _file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()[:16]
 
 
-def condition_params_hash(config: RunConfig, condition: str) -> str:
-    """Hash of everything that shapes one condition's checkpoints: the model section, the fine-tuning
-    settings (the list of other conditions excluded, so adding a condition keeps the finished ones) and
-    this condition's data source (a JSONL file by content)."""
+def condition_params_hash(config: RunConfig, condition: str, seed: int = 0) -> str:
+    """Hash of everything that shapes one trail's checkpoints: the model section, the fine-tuning
+    settings (the lists of other conditions and seeds excluded, so adding one keeps the finished
+    trails), this trail's training seed and this condition's data source (a JSONL file by content)."""
     finetune = config.finetune.model_dump(mode="json")
     finetune.pop("conditions")
+    finetune.pop("seeds")
+    finetune["seed"] = seed
     source = condition_sources(config.finetune)[condition]
     data = {
         "model": config.model.model_dump(mode="json"),

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..core.artifacts import atomic_write_text
-from ..core.checkpoints import condition_dir
+from ..core.checkpoints import trail_dir
 from ..core.hooks import capture_pooled
 from ..core.io import read_jsonl
 from ..core.traits import project_at_layers
@@ -102,9 +102,9 @@ def alignment_key_traits(traits: Iterable, names: Sequence[str]) -> dict[str, in
     return key_traits
 
 
-def live_log_path(run_dir: str | Path, condition: str) -> Path:
-    """Where a condition's live-monitor records are written (beside its checkpoint trail)."""
-    return condition_dir(run_dir, condition) / LIVE_LOG_FILE
+def live_log_path(run_dir: str | Path, condition: str, seed: int = 0) -> Path:
+    """Where a trail's live-monitor records are written (beside its checkpoints)."""
+    return trail_dir(run_dir, condition, seed) / LIVE_LOG_FILE
 
 
 def make_live_monitor_callback(loaded, spec: LiveMonitorSpec, log_path: str | Path):
@@ -199,8 +199,8 @@ def live_monitor_factory(
     key_traits: Mapping[str, int],
     threshold: float | None = None,
     classifier: Any = None,
-) -> Callable[[str], list]:
-    """``callback_factory`` for :func:`traitspace.finetune.train_all`: one live monitor per condition,
+) -> Callable[[str, int], list]:
+    """``callback_factory`` for :func:`traitspace.finetune.train_all`: one live monitor per trail,
     logging to :func:`live_log_path`.
 
     ``vectors`` is a ``TraitVectors`` (its pooling is used) or ``(unit_vectors, trait_layers)``;
@@ -229,8 +229,8 @@ def live_monitor_factory(
     )
     chat_tokenizer = load_chat_tokenizer(config.model)
 
-    def factory(condition: str):
-        return [make_live_monitor_callback(chat_tokenizer, spec, live_log_path(config.run_dir, condition))]
+    def factory(condition: str, seed: int = 0):
+        return [make_live_monitor_callback(chat_tokenizer, spec, live_log_path(config.run_dir, condition, seed))]
 
     return factory
 

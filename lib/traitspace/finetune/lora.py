@@ -24,8 +24,8 @@ def lora_config(finetune: FinetuneSection):
     )
 
 
-def attach_lora(loaded: LoadedModel, finetune: FinetuneSection):
-    """Wrap the loaded model in a fresh, trainable LoRA adapter (initialised from ``finetune.seed``)."""
+def attach_lora(loaded: LoadedModel, finetune: FinetuneSection, seed: int = 0):
+    """Wrap the loaded model in a fresh, trainable LoRA adapter (initialised from the training ``seed``)."""
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import set_seed
 
@@ -38,7 +38,7 @@ def attach_lora(loaded: LoadedModel, finetune: FinetuneSection):
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
     model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
-    set_seed(finetune.seed)
+    set_seed(seed)
     with warnings.catch_warnings():
         # peft still asks transformers for a renamed attribute; the deprecation notice is noise here.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

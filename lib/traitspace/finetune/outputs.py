@@ -13,7 +13,7 @@ from typing import Sequence
 import pandas as pd
 
 from ..core.artifacts import Stage, atomic_path
-from ..core.checkpoints import Checkpoint, list_checkpoints
+from ..core.checkpoints import Checkpoint, list_trails
 from ..core.plots import save_figure
 from .tables import loss_table
 
@@ -45,10 +45,12 @@ def write_figure(fig, folder: str | Path, name: str):
 
 
 def stage_summary(checkpoints: pd.DataFrame) -> dict:
-    """What the stage manifest records: the conditions and each one's checkpoint steps."""
+    """What the stage manifest records: the conditions, the seeds and each trail's checkpoint steps."""
     return {
         "conditions": list(dict.fromkeys(checkpoints["condition"])),
-        "checkpoints": {name: [int(step) for step in group["step"]] for name, group in checkpoints.groupby("condition")},
+        "seeds": sorted(int(seed) for seed in checkpoints["seed"].unique()),
+        "checkpoints": {f"{name} seed {seed}": [int(step) for step in group["step"]]
+                        for (name, seed), group in checkpoints.groupby(["condition", "seed"])},
     }
 
 
@@ -56,16 +58,22 @@ def stage_summary(checkpoints: pd.DataFrame) -> dict:
 class FinetuneOutputs:
     """What stage 01 leaves for later stages."""
 
-    checkpoints: dict[str, list[Checkpoint]]  # condition -> trail, step 0 (base model, path None) first
-    losses: pd.DataFrame                      # step, epoch, loss, learning_rate, grad_norm, condition
+    trails: dict[tuple[str, int], list[Checkpoint]]  # (condition, seed) -> trail, step 0 (base, path None) first
+    losses: pd.DataFrame                      # step, epoch, loss, learning_rate, grad_norm, condition, seed
+
+    @property
+    def seeds(self) -> list[int]:
+        """The training seeds that have a trail, sorted."""
+        return sorted({seed for _, seed in self.trails})
     figures: list[Path] = field(default_factory=list)
 
 
 def load_outputs(run_dir: str | Path, conditions: Sequence[str]) -> FinetuneOutputs:
-    """The checkpoint trails of ``conditions``, their per-step losses and the stage's figures."""
+    """Every trail of ``conditions`` (each training seed present), their per-step losses and the
+    stage's figures."""
     figures_dir = stage_dir(run_dir)
     return FinetuneOutputs(
-        checkpoints={condition: list_checkpoints(run_dir, condition) for condition in conditions},
+        trails={(trail[0].condition, trail[0].seed): trail for trail in list_trails(run_dir, list(conditions))},
         losses=loss_table(run_dir, conditions),
         figures=sorted(figures_dir.glob("*.png")) if figures_dir.is_dir() else [],
     )

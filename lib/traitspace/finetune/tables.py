@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from ..core.artifacts import read_json
-from ..core.checkpoints import ADAPTER_FILES, TRAINING_LOG_FILE, list_checkpoints, read_training_log
+from ..core.checkpoints import ADAPTER_FILES, TRAINING_LOG_FILE, list_trails, read_training_log
 from ..core.config import FinetuneSection
 from .data import condition_sources, load_condition_rows
 from .live_monitor import live_log_path, read_live_log
@@ -53,14 +53,15 @@ def settings_table(finetune: FinetuneSection) -> pd.DataFrame:
     return settings
 
 
-def training_summary(results: Mapping[str, object]) -> pd.DataFrame:
-    """One row per condition of :func:`traitspace.finetune.train_all`'s results: whether it trained
+def training_summary(results: Mapping[tuple[str, int], object]) -> pd.DataFrame:
+    """One row per trail of :func:`traitspace.finetune.train_all`'s results: whether it trained
     now, its steps and examples, speed, padding share and final loss."""
     rows = []
-    for name, result in results.items():
+    for (name, seed), result in results.items():
         summary = result.summary
         rows.append({
             "condition": name,
+            "seed": seed,
             "trained now": result.trained_now,
             "started from step": result.resumed_from_step if result.trained_now else None,
             "steps": result.total_steps,
@@ -76,21 +77,22 @@ def training_summary(results: Mapping[str, object]) -> pd.DataFrame:
 
 
 def loss_table(run_dir: str | Path, conditions: Sequence[str]) -> pd.DataFrame:
-    """Per-step training loss of each condition (from its latest checkpoint's training log)."""
+    """Per-step training loss of each trail (from its latest checkpoint's training log)."""
     frames = []
-    for condition in conditions:
-        log = read_training_log(run_dir, condition)
+    for trail in list_trails(run_dir, list(conditions)):
+        condition, seed = trail[0].condition, trail[0].seed
+        log = read_training_log(run_dir, condition, seed)
         frame = pd.DataFrame(log.get("losses", []), columns=LOSS_COLUMNS)
-        frames.append(frame.assign(condition=condition))
+        frames.append(frame.assign(condition=condition, seed=seed))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def checkpoint_table(run_dir: str | Path, conditions: Sequence[str]) -> pd.DataFrame:
     """One row per checkpoint (step 0 = base model): step, epoch, loss at that step, folder, size."""
     records = []
-    for condition in conditions:
-        for checkpoint in list_checkpoints(run_dir, condition):
-            record = {"condition": condition, "step": checkpoint.step, "epoch": 0.0, "loss": None,
+    for trail in list_trails(run_dir, list(conditions)):
+        for checkpoint in trail:
+            record = {"condition": checkpoint.condition, "seed": checkpoint.seed, "step": checkpoint.step, "epoch": 0.0, "loss": None,
                       "path": "(base model)", "adapter_MB": 0.0}
             if checkpoint.adapter_path is not None:
                 log = read_json(checkpoint.adapter_path / TRAINING_LOG_FILE)
@@ -105,26 +107,28 @@ def checkpoint_table(run_dir: str | Path, conditions: Sequence[str]) -> pd.DataF
 
 
 def smoothed_losses(losses: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """``losses`` with a ``smoothed loss`` column (rolling mean per condition over ~a tenth of its
+    """``losses`` with a ``smoothed loss`` column (rolling mean per trail over ~a tenth of its
     steps) and the window used; the raw per-step loss is too noisy to compare two curves by eye."""
-    n_conditions = max(losses["condition"].nunique(), 1) if len(losses) else 1
-    window = max(len(losses) // (10 * n_conditions), 1)
+    n_trails = max(len(losses.groupby(["condition", "seed"])), 1) if len(losses) else 1
+    window = max(len(losses) // (10 * n_trails), 1)
     smoothed = losses.copy()
-    smoothed["smoothed loss"] = smoothed.groupby("condition")["loss"].transform(
+    smoothed["smoothed loss"] = smoothed.groupby(["condition", "seed"])["loss"].transform(
         lambda column: column.rolling(window, min_periods=1).mean())
     return smoothed, window
 
 
 def plot_losses(losses: pd.DataFrame, checkpoints: pd.DataFrame, loss_on: str):
-    """Raw (faint) and smoothed loss per condition, a dot at every saved checkpoint."""
+    """Raw (faint) and smoothed loss per trail (colour: condition, line style: seed), a dot at every
+    saved checkpoint."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     smoothed, window = smoothed_losses(losses)
     fig, ax = plt.subplots(figsize=(8, 4.2))
-    sns.lineplot(data=smoothed, x="step", y="loss", hue="condition", alpha=0.25, legend=False, ax=ax)
-    sns.lineplot(data=smoothed, x="step", y="smoothed loss", hue="condition", ax=ax)
-    saved = checkpoints[checkpoints["step"] > 0].merge(smoothed, on=["condition", "step"], how="left")
+    sns.lineplot(data=smoothed, x="step", y="loss", hue="condition", units="seed", estimator=None, alpha=0.25,
+                 legend=False, ax=ax)
+    sns.lineplot(data=smoothed, x="step", y="smoothed loss", hue="condition", style="seed", ax=ax)
+    saved = checkpoints[checkpoints["step"] > 0].merge(smoothed, on=["condition", "seed", "step"], how="left")
     sns.scatterplot(data=saved, x="step", y="smoothed loss", hue="condition", legend=False, s=25, ax=ax)
     smoothing = f"rolling mean over {window} steps" if window > 1 else "per step"
     ax.set(title=f"Training loss on {loss_on} tokens ({smoothing})", xlabel="optimizer step", ylabel="loss")
@@ -133,18 +137,20 @@ def plot_losses(losses: pd.DataFrame, checkpoints: pd.DataFrame, loss_on: str):
 
 
 def live_monitor_table(run_dir: str | Path, conditions: Sequence[str]) -> pd.DataFrame:
-    """Every condition's live-monitor records (step, seconds, fingerprint, alarm, drift.<trait> ...)."""
-    frames = [read_live_log(live_log_path(run_dir, name)).assign(condition=name) for name in conditions]
+    """Every trail's live-monitor records (step, seconds, fingerprint, alarm, drift.<trait> ...)."""
+    frames = [read_live_log(live_log_path(run_dir, trail[0].condition, trail[0].seed))
+              .assign(condition=trail[0].condition, seed=trail[0].seed)
+              for trail in list_trails(run_dir, list(conditions))]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def plot_live_monitor(live: pd.DataFrame):
-    """The fingerprint measured during training, one line per condition."""
+    """The fingerprint measured during training, one line per trail (colour: condition, style: seed)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    sns.lineplot(data=live, x="step", y="fingerprint", hue="condition", marker="o", ax=ax)
+    sns.lineplot(data=live, x="step", y="fingerprint", hue="condition", style="seed", marker="o", ax=ax)
     ax.set(title="Live monitor: fingerprint during training", xlabel="optimizer step",
            ylabel="mean signed drift over key traits")
     return fig

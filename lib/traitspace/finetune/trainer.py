@@ -1,7 +1,9 @@
 """Training the conditions: the Trainer, its callbacks, the checkpoint trail and resuming.
 
-One call, :func:`train_all`, trains every condition of ``config.finetune`` with identical settings and
-the same data-order seed, so an EM dataset and its matched control differ only in their data.
+One call, :func:`train_all`, trains every condition of ``config.finetune`` once per training seed
+(``finetune.seeds``) with identical settings, so an EM dataset and its matched control differ only in
+their data, and two seeds of the same data differ only in their randomness (LoRA initialisation and
+data order). Each (condition, seed) is one trail under ``checkpoints/<condition>/seed-<k>/``.
 
 - The loop is transformers' ``Trainer`` with a peft LoRA adapter (:mod:`.lora`). Only three pieces
   are our own, each for a stated reason: the loss mask (:mod:`.data`: it must come from the model's
@@ -33,9 +35,9 @@ from ..core.checkpoints import (
     TRAINING_LOG_FILE,
     Checkpoint,
     checkpoint_schedule,
-    condition_dir,
     list_checkpoints,
     step_folder_name,
+    trail_dir,
 )
 from ..core.config import FinetuneSection, RunConfig
 from ..core.models import LoadedModel, load_model
@@ -73,7 +75,7 @@ def loss_history(log_history: Sequence[dict]) -> list[dict]:
     return [{key: entry.get(key) for key in keys} for entry in log_history if "loss" in entry]
 
 
-def _make_callbacks(condition: str, folder: Path, schedule: Sequence[int], total_steps: int, progress: bool):
+def _make_callbacks(condition: str, seed: int, folder: Path, schedule: Sequence[int], total_steps: int, progress: bool):
     from transformers import TrainerCallback
 
     class CheckpointTrail(TrainerCallback):
@@ -94,6 +96,7 @@ def _make_callbacks(condition: str, folder: Path, schedule: Sequence[int], total
                 shutil.copy2(source / TRAINER_STATE_FILE, temporary / TRAINER_STATE_FILE)
                 atomic_write_json(temporary / TRAINING_LOG_FILE, {
                     "condition": condition,
+                    "seed": seed,
                     "step": step,
                     "total_steps": total_steps,
                     "epoch": state.epoch,
@@ -115,7 +118,7 @@ def _make_callbacks(condition: str, folder: Path, schedule: Sequence[int], total
         def on_log(self, args, state, control, logs=None, **kwargs):
             if progress and logs and "loss" in logs and (state.global_step % self.every == 0 or state.global_step == total_steps):
                 elapsed = time.perf_counter() - self.started
-                print(f"[{condition}] step {state.global_step}/{total_steps}  loss {logs['loss']:.3f}  ({elapsed:.0f} s)", flush=True)
+                print(f"[{condition} seed {seed}] step {state.global_step}/{total_steps}  loss {logs['loss']:.3f}  ({elapsed:.0f} s)", flush=True)
             return control
 
     return [CheckpointTrail(), Progress()]
@@ -129,8 +132,10 @@ def build_trainer(
     output_dir: Path,
     max_steps: int,
     callbacks: Sequence = (),
+    seed: int = 0,
 ):
-    """A Trainer for ``peft_model`` on pre-tokenized ``examples`` (saving only when a callback asks)."""
+    """A Trainer for ``peft_model`` on pre-tokenized ``examples`` (saving only when a callback asks);
+    ``seed`` drives the training randomness and the data order together."""
     from transformers import PrinterCallback, ProgressCallback, TrainingArguments
 
     device = loaded.device
@@ -147,8 +152,8 @@ def build_trainer(
         weight_decay=finetune.weight_decay,
         max_grad_norm=finetune.max_grad_norm,
         optim=finetune.optimizer,
-        seed=finetune.seed,
-        data_seed=finetune.data_seed,
+        seed=seed,
+        data_seed=seed,  # the order examples are seen in (the rows themselves come from finetune.data_seed)
         logging_strategy="steps",
         logging_steps=1,
         save_strategy="no",  # the CheckpointTrail callback decides when to save
@@ -180,9 +185,10 @@ def build_trainer(
 # -- one condition, all conditions ---------------------------------------------------------------
 @dataclass
 class ConditionResult:
-    """What training one condition produced (or found already finished)."""
+    """What training one trail (a condition under one seed) produced (or found already finished)."""
 
     condition: str
+    seed: int
     folder: Path
     checkpoints: list[Checkpoint]
     trained_now: bool
@@ -218,15 +224,19 @@ def train_condition(
     condition: str,
     progress: bool = True,
     extra_callbacks: Sequence = (),
+    seed: int | None = None,
 ) -> ConditionResult:
-    """Train one condition to the end of its schedule, resuming from its last complete checkpoint.
+    """Train one trail (``condition`` under training ``seed``, default the first of
+    ``finetune.seeds``) to the end of its schedule, resuming from its last complete checkpoint.
 
-    A finished condition (same params hash) returns at once. Checkpoints left by different params are
+    A finished trail (same params hash) returns at once. Checkpoints left by different params are
     an error (``CheckpointsFromOtherParams``) rather than silently deleted: they may be hours of work.
     """
     finetune = config.finetune
-    folder = condition_dir(config.run_dir, condition)
-    params_hash = condition_params_hash(config, condition)
+    seed = finetune.seeds[0] if seed is None else seed
+    label = f"{condition} seed {seed}"
+    folder = trail_dir(config.run_dir, condition, seed)
+    params_hash = condition_params_hash(config, condition, seed)
     stage = Stage(folder, params_hash)
     started = time.perf_counter()
     plan_path = folder / PLAN_FILE
@@ -240,7 +250,7 @@ def train_condition(
         shutil.rmtree(folder / RESUME_DIRNAME, ignore_errors=True)
         manifest = stage.manifest()
         total_steps = int(manifest["total_steps"])
-        return ConditionResult(condition, folder, list_checkpoints(config.run_dir, condition), trained_now=False,
+        return ConditionResult(condition, seed, folder, list_checkpoints(config.run_dir, condition, seed), trained_now=False,
                                resumed_from_step=total_steps, total_steps=total_steps, seconds=0.0, summary=manifest)
 
     loaded = load_model(config.model)
@@ -255,6 +265,7 @@ def train_condition(
         atomic_write_json(plan_path, {
             "params_hash": params_hash,
             "condition": condition,
+            "seed": seed,
             "source": condition_sources(finetune)[condition],
             "model": config.model.model_dump(mode="json"),
             "finetune": finetune.model_dump(mode="json"),
@@ -263,11 +274,11 @@ def train_condition(
             "tokenization": asdict(report),
         })
 
-    done_steps = [checkpoint.step for checkpoint in list_checkpoints(config.run_dir, condition)]
+    done_steps = [checkpoint.step for checkpoint in list_checkpoints(config.run_dir, condition, seed)]
     last_step = done_steps[-1]
     resumable = _clean_leftovers(folder, last_step)
     if last_step > 0 and resumable is None and last_step < total_steps:
-        print(f"[{condition}] no trainer state for step {last_step}; training again from step 0", flush=True)
+        print(f"[{label}] no trainer state for step {last_step}; training again from step 0", flush=True)
         last_step = 0
 
     train_seconds = 0.0
@@ -275,28 +286,30 @@ def train_condition(
     if last_step < total_steps:
         if progress:
             where = f"resuming after step {last_step}" if last_step else "from the base model"
-            print(f"[{condition}] {len(examples)} examples, {total_steps} steps, {where}", flush=True)
-        peft_model = attach_lora(loaded, finetune)
-        callbacks = [*_make_callbacks(condition, folder, schedule, total_steps, progress), *extra_callbacks]
-        trainer = build_trainer(loaded, peft_model, examples, finetune, folder / RESUME_DIRNAME, total_steps, callbacks)
+            print(f"[{label}] {len(examples)} examples, {total_steps} steps, {where}", flush=True)
+        peft_model = attach_lora(loaded, finetune, seed)
+        callbacks = [*_make_callbacks(condition, seed, folder, schedule, total_steps, progress), *extra_callbacks]
+        trainer = build_trainer(loaded, peft_model, examples, finetune, folder / RESUME_DIRNAME, total_steps, callbacks,
+                                seed=seed)
         train_started = time.perf_counter()
         trainer.train(resume_from_checkpoint=str(resumable) if last_step else None)
         train_seconds = time.perf_counter() - train_started
         collator = trainer.data_collator
         padding = {"real_tokens": collator.real_tokens, "padded_tokens": collator.padded_tokens}
         del trainer, peft_model
-    # Free this condition's model before the next one loads (the Trainer holds reference cycles).
+    # Free this trail's model before the next one loads (the Trainer holds reference cycles).
     del loaded
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
-    checkpoints = list_checkpoints(config.run_dir, condition)
+    checkpoints = list_checkpoints(config.run_dir, condition, seed)
     missing = sorted(set(schedule) - {checkpoint.step for checkpoint in checkpoints})
     if missing:
-        raise RuntimeError(f"[{condition}] training ended without checkpoints at steps {missing}")
+        raise RuntimeError(f"[{label}] training ended without checkpoints at steps {missing}")
     summary = {
         "condition": condition,
+        "seed": seed,
         "total_steps": total_steps,
         "schedule": schedule,
         "n_examples": len(examples),
@@ -309,20 +322,22 @@ def train_condition(
     }
     stage.mark_done(summary)
     shutil.rmtree(folder / RESUME_DIRNAME, ignore_errors=True)
-    return ConditionResult(condition, folder, checkpoints, last_step < total_steps, last_step, total_steps,
+    return ConditionResult(condition, seed, folder, checkpoints, last_step < total_steps, last_step, total_steps,
                            time.perf_counter() - started, summary)
 
 
 def train_all(
-    config: RunConfig, progress: bool = True, callback_factory: Callable[[str], Sequence] | None = None
-) -> dict[str, ConditionResult]:
-    """Train every condition in ``config.finetune.conditions`` (each resumes or skips on its own).
+    config: RunConfig, progress: bool = True, callback_factory: Callable[[str, int], Sequence] | None = None
+) -> dict[tuple[str, int], ConditionResult]:
+    """Train every condition in ``config.finetune.conditions`` once per seed in ``finetune.seeds``
+    (each trail resumes or skips on its own), seed by seed so that a stopped run has whole seeds.
 
-    ``callback_factory(condition)`` returns extra Trainer callbacks for that condition (the live
+    ``callback_factory(condition, seed)`` returns extra Trainer callbacks for that trail (the live
     trait monitor, for instance).
     """
     return {
-        condition: train_condition(config, condition, progress=progress,
-                                   extra_callbacks=callback_factory(condition) if callback_factory else ())
+        (condition, seed): train_condition(config, condition, progress=progress, seed=seed,
+                                           extra_callbacks=callback_factory(condition, seed) if callback_factory else ())
+        for seed in config.finetune.seeds
         for condition in condition_sources(config.finetune)
     }
