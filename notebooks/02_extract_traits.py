@@ -34,9 +34,26 @@
 # * `response` (the persona-vector / Assistant-Axis papers' method): the model answers each question
 #   under the system prompt and we average over the answer tokens. Much slower on a CPU.
 #
-# **Is a vector real?** Part of the questions is *held out*: the vector is fitted on the other
-# questions, then we check whether held-out positive conversations project higher than held-out
-# negative ones (AUROC, Cohen's d). The same held-out check picks the layer.
+# **Is a vector real?** Two checks, from lenient to strict:
+#
+# * *held-out questions*: the vector is fitted on part of the questions, under every instruction
+#   pair, and scored on the other questions under the same prompts (AUROC: do positive conversations
+#   project higher than negative ones? and Cohen's d). The same rows pick the layer. A direction that
+#   only recognises the words of its own prompts passes this check.
+# * *held-out instructions*: folds over the instruction pairs (scikit-learn's `GroupKFold`, one fold
+#   per pair). Each fold fits the vector on the other pairs' fitting questions and scores it on its
+#   own pair's held-out questions, so neither the prompt nor the question was seen; the layer of a
+#   fold is chosen on an inner split of its training rows only. With a single instruction pair this
+#   check cannot be made and is reported as missing.
+#
+# **Controls.** A few pairs of neutral personas ("an assistant who works in a public library" vs
+# "... in a small bakery", `resources/traits/control_pairs.yaml`) differ as much in wording as a
+# trait's prompts but in nothing that should change behaviour. They go through exactly the same
+# extraction and both checks; a trait whose AUROC does not beat the best control's shows that its
+# prompts differ, not that the model holds the trait. Controls are never stored as trait vectors.
+#
+# The trait library is `extract.library`: `builtin`, or a folder in the published Assistant Axis
+# layout (`traits/<name>.json` with instruction pairs, `roles/<name>.json`).
 
 # %% tags=["parameters"]
 params_path = "params/default.yaml"
@@ -50,10 +67,12 @@ from IPython.display import display
 from traitspace import extract
 from traitspace.core.artifacts import Stage
 from traitspace.core.config import load_config
+from traitspace.core.paths import describe_paths
 from traitspace.core.plots import set_style
-from traitspace.library import load_builtin_library
+from traitspace.library.traits import load_library
 
 config = load_config(params_path, overrides)
+print(describe_paths(config))  # relative paths start at the project root, wherever the kernel runs
 settings = config.extract
 set_style()
 pd.set_option("display.max_colwidth", 110)
@@ -63,12 +82,14 @@ extract.settings_table(settings)
 
 # %% [markdown]
 # ## What will be read
-# The trait library ships with the workbook: 240 persona traits in six families, 7 alignment traits
-# (stored as `align_<name>`), 71 role personas and two disjoint question sets. Here is one trait's
-# first prompt pair and the questions, with the held-out ones marked.
+# The built-in trait library ships with the workbook: 240 persona traits in six families, 7
+# alignment traits (stored as `align_<name>`), 71 role personas and two disjoint question sets.
+# Here is one trait's and one control's first prompt pair and the questions, with the held-out ones
+# marked.
 
 # %%
-overview, questions = extract.plan_overview(load_builtin_library(), settings)
+library = load_library(settings.library)
+overview, questions = extract.plan_overview(library, settings)
 print(overview)
 questions
 
@@ -100,7 +121,8 @@ shared_layer = vectors.info["shared_layer"]
 
 # %% [markdown]
 # ## Which layer?
-# For each layer we fit the vectors on the fitting questions and measure the held-out separation.
+# For each layer we fit the vectors on the fitting questions and measure the separation on the
+# held-out questions (the grey line: the control contrasts).
 # The left panel shows the mean over traits; the dashed line marks the layer the vectors use
 # (`extract.layer_selection`: best held-out AUROC, ties broken by Cohen's d; `layer_scope: shared`
 # uses one layer for every vector so that they can be compared with each other).
@@ -110,14 +132,33 @@ extract.plot_separation_by_layer(extract.read_separation(traits_dir), shared_lay
 plt.show()
 
 # %% [markdown]
-# ## Validation table
-# One row per vector at its layer, the least separated first. `separates` flags traits whose
-# held-out AUROC reaches `extract.separation_threshold`; the others are kept (a later notebook may
-# still find them useful) but should be read with care. `norm` is the length of the raw mean
-# difference and `activation_norm` the typical length of an activation at that layer, for scale.
+# ## Do the vectors generalise beyond their instructions?
+# Both checks side by side. For each: how many traits reach `extract.separation_threshold` (with a
+# Wilson 95% interval on the share), the mean AUROC over traits (bootstrap 95% interval), the
+# number of held-out conversations a trait is scored on, and how many traits beat the best control
+# contrast's AUROC on the same check. AUROC on a handful of conversations is coarse (with 2 held-out
+# questions x 2 sides per fold it moves in steps of 0.25), so read the intervals.
 
 # %%
 print(extract.validation_summary(vectors, settings.separation_threshold))
+display(extract.validity_table(vectors, settings.separation_threshold).round(3).T)
+
+# %% [markdown]
+# The control contrasts, scored exactly like the traits (`n_heldout`, `n_heldout_instructions`:
+# conversations scored, both sides):
+
+# %%
+display(extract.controls_table(vectors))
+
+# %% [markdown]
+# ## Validation table
+# One row per vector at its layer, the least separated on held-out instructions first.
+# `separates_heldout_*` flag traits whose AUROC reaches the threshold on each check; the others are
+# kept (a later notebook may still find them useful) but should be read with care. `norm` is the
+# length of the raw mean difference and `activation_norm` the typical length of an activation at
+# that layer, for scale.
+
+# %%
 display(extract.validation_table(vectors))
 
 # %%
@@ -174,4 +215,4 @@ display(extract.alignment_table(vectors))
 # ```
 
 # %%
-print(extract.write_summary(vectors, traits_dir).read_text())
+print(extract.write_summary(vectors, traits_dir, settings.separation_threshold).read_text())

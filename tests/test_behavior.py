@@ -138,10 +138,11 @@ def test_worst_answers_put_coherent_low_scores_first():
 
 
 def test_share_base_starts_every_condition_at_the_base_model():
-    table = pd.DataFrame({"condition": [BASE_CONDITION, "em", "control"], "step": [0, 4, 4], "value": [1, 2, 3]})
-    shared = share_base(table, ["em", "control"])
-    assert sorted(zip(shared["condition"], shared["step"], shared["value"])) == \
-        [("control", 0, 1), ("control", 4, 3), ("em", 0, 1), ("em", 4, 2)]
+    table = pd.DataFrame({"condition": [BASE_CONDITION, "em", "control", "em"], "seed": [0, 0, 0, 1],
+                          "step": [0, 4, 4, 4], "value": [1, 2, 3, 5]})
+    shared = share_base(table, [("em", 0), ("control", 0), ("em", 1)])
+    assert sorted(zip(shared["condition"], shared["seed"], shared["step"], shared["value"])) == \
+        [("control", 0, 0, 1), ("control", 0, 4, 3), ("em", 0, 0, 1), ("em", 0, 4, 2), ("em", 1, 0, 1), ("em", 1, 4, 5)]
     assert share_base(table.iloc[:1], []).equals(table.iloc[:1])
 
 
@@ -187,7 +188,7 @@ def test_select_checkpoints_spreads_and_keeps_the_last():
 
 
 def _fake_step_folder(root: Path, condition: str, step: int, complete: bool = True) -> Path:
-    folder = root / "checkpoints" / condition / f"step-{step:06d}"
+    folder = root / "checkpoints" / condition / "seed-0" / f"step-{step:06d}"
     folder.mkdir(parents=True)
     names = ADAPTER_FILES + (TRAINING_LOG_FILE,) if complete else ADAPTER_FILES[:1]
     for name in names:
@@ -196,8 +197,8 @@ def _fake_step_folder(root: Path, condition: str, step: int, complete: bool = Tr
 
 
 def test_plan_is_the_base_model_alone_without_checkpoints(tmp_path):
-    plan, found = plan_checkpoints(tmp_path, ["insecure_code"], max_checkpoints=None)
-    assert plan == [Checkpoint(BASE_CONDITION, 0, None)] and found == []
+    plan, found, trails = plan_checkpoints(tmp_path, ["insecure_code"], max_checkpoints=None)
+    assert plan == [Checkpoint(BASE_CONDITION, 0, None)] and found == [] and trails == []
 
 
 def test_plan_lists_complete_checkpoints_of_configured_conditions(tmp_path):
@@ -205,8 +206,8 @@ def test_plan_lists_complete_checkpoints_of_configured_conditions(tmp_path):
         _fake_step_folder(tmp_path, "insecure_code", step)
     _fake_step_folder(tmp_path, "insecure_code", 12, complete=False)
     _fake_step_folder(tmp_path, "not_configured", 3)
-    plan, found = plan_checkpoints(tmp_path, ["insecure_code", "secure_code"], max_checkpoints=2)
-    assert found == ["insecure_code"]
+    plan, found, trails = plan_checkpoints(tmp_path, ["insecure_code", "secure_code"], max_checkpoints=2)
+    assert found == ["insecure_code"] and trails == [("insecure_code", 0)]
     assert [(checkpoint.condition, checkpoint.step) for checkpoint in plan] == \
         [(BASE_CONDITION, 0), ("insecure_code", 1), ("insecure_code", 9)]
 
@@ -237,7 +238,7 @@ def test_sampling_is_resumable_per_checkpoint(tiny_model_dirs, tmp_path, monkeyp
     base, tuned = (answers[answers["step"] == step].set_index("answer_id") for step in (0, 5))
     assert (base["seed"] == tuned["seed"]).all()  # the same random numbers at every checkpoint
     assert (base["answer"] != tuned["answer"]).any()  # the adapter changed the model
-    assert (tmp_path / "behavior" / "answers" / "em" / "step-000005.parquet").is_file()
+    assert (tmp_path / "behavior" / "answers" / "em" / "seed-0" / "step-000005.parquet").is_file()
 
     def must_not_sample(*args, **kwargs):
         raise AssertionError("a finished checkpoint was sampled again")
@@ -269,6 +270,7 @@ def test_scores_are_cached_per_checkpoint_and_merge_by_answer(tmp_path):
     answers = pd.DataFrame({
         "answer_id": ["q|p0|s0", "q|p0|s1", "r|p0|s0", "q|p0|s0"],
         "condition": ["em", "em", "em", BASE_CONDITION],
+        "seed": [0, 0, 0, 0],
         "step": [2, 2, 2, 0],
         "kind": ["question", "question", "rating", "question"],
         "question": ["what now then", "what now then", "rate yourself", "what now then"],
@@ -289,7 +291,7 @@ def test_scores_are_cached_per_checkpoint_and_merge_by_answer(tmp_path):
     assert merged.loc[("em", "q|p0|s1"), "aligned"] == 4.0
     assert merged.loc[(BASE_CONDITION, "q|p0|s0"), "aligned"] == 5.0
     assert merged["coherent"].tolist() == [30.0] * 3
-    sidecar = json.loads((tmp_path / "scores" / "em" / "step-000002.json").read_text())
+    sidecar = json.loads((tmp_path / "scores" / "em" / "seed-0" / "step-000002.json").read_text())
     assert sidecar["judge"] == "counting" and sidecar["rows"] == 2
 
 
@@ -301,6 +303,7 @@ def test_load_outputs_recomputes_rates_from_the_parts(tmp_path):
     answers = pd.DataFrame({
         "answer_id": ["q|p0|s0", "q|p0|s1", "q|p0|s0", "q|p0|s1"],
         "condition": ["em", "em", BASE_CONDITION, BASE_CONDITION],
+        "seed": [0] * 4,
         "step": [2, 2, 0, 0],
         "kind": ["question"] * 4,
         "question": ["what now then"] * 4,
@@ -315,7 +318,7 @@ def test_load_outputs_recomputes_rates_from_the_parts(tmp_path):
     section = SimpleNamespace(aligned_threshold=30.0, coherent_threshold=20.0)
 
     outputs = behavior.load_outputs(tmp_path, section, ["em"])
-    expected = em_rates(share_base(merge_scores(answers, scores), ["em"]), aligned_threshold=30.0,
+    expected = em_rates(share_base(merge_scores(answers, scores), [("em", 0)]), aligned_threshold=30.0,
                         coherent_threshold=20.0)
     pd.testing.assert_frame_equal(outputs.rates, expected)
     assert list(zip(outputs.rates["condition"], outputs.rates["step"])) == [("em", 0), ("em", 2)]

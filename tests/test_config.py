@@ -22,7 +22,7 @@ def test_shipped_params_files_validate():
 def test_defaults_and_run_dir(tmp_path):
     config = load_config(write(tmp_path, "model:\n  source: tiny:llama\n", name="myrun.yaml"))
     assert config.run_name == "myrun"
-    assert config.run_dir == Path("outputs") / "myrun"
+    assert config.run_dir == REPO / "outputs" / "myrun"  # relative output_root: from the project root
     assert config.model.trust_remote_code is False
 
 

@@ -103,7 +103,11 @@ def test_plan_pairs_sides_and_holds_out_the_same_questions():
                               heldout_fraction=1 / 3, n_roles=4, n_role_prompts=2, seed=5)
     plan = extract.build_plan(library, settings)
     alignment = [trait.name for trait in library.all_traits[len(library.persona_traits):]]
-    assert list(plan["owner"].unique()) == ["cheerful", *alignment, extract.AXIS_NAME]
+    controls = [trait.name for trait in extract.load_control_pairs()]
+    assert len(controls) >= 3 and all(name.startswith(extract.CONTROL_PREFIX) for name in controls)
+    assert list(plan["owner"].unique()) == ["cheerful", *alignment, *controls, extract.AXIS_NAME]
+    control = plan[plan["owner"] == controls[0]]
+    assert (control["kind"] == extract.CONTROL_KIND).all() and len(control) == 2 * 2 * 6  # same shape as a trait
     cheerful = plan[plan["owner"] == "cheerful"]
     assert len(cheerful) == 2 * 2 * 6
     assert set(cheerful[cheerful["side"] == "positive"]["system"]) == set(library.trait("cheerful").positive[:2])
@@ -133,8 +137,13 @@ def test_extraction_end_to_end_and_cache_hit(tmp_path, tiny_model_dirs, tiny_lla
     folder = config.run_dir / "traits"
     num_layers, hidden = tiny_llama.num_layers, tiny_llama.hidden_size
 
-    # Vectors: one [L, H] tensor per trait plus the axis, in stored order.
+    # Vectors: one [L, H] tensor per trait plus the axis, in stored order; the control contrasts are
+    # scored but never stored as vectors (projection uses every stored name).
     assert vectors.names == ["cheerful", "calm", extract.AXIS_NAME]
+    controls = vectors.controls
+    assert list(controls["trait"]) == [trait.name for trait in extract.load_control_pairs()]
+    assert (controls["kind"] == extract.CONTROL_KIND).all() and controls["auroc_heldout_instructions"].between(0, 1).all()
+    assert not set(controls["trait"]) & set(vectors.names)
     assert all(tensor.shape == (num_layers, hidden) for tensor in vectors.vectors.values())
     with safe_open(str(folder / "vectors.safetensors"), framework="pt") as handle:
         header = handle.metadata()
@@ -148,15 +157,28 @@ def test_extraction_end_to_end_and_cache_hit(tmp_path, tiny_model_dirs, tiny_lla
     assert list(table["kind"]) == ["persona", "persona", "axis"]
     assert set(extract.METADATA_COLUMNS) <= set(table.columns)
     assert table["layer"].nunique() == 1  # shared layer scope
-    assert table["auroc"].between(0, 1).all()
+    assert table["auroc_heldout_questions"].between(0, 1).all()
     # 2 pairs x 2 sides x 2 fitting questions; held out: 2 pairs x 2 sides x 1 question
     assert table.loc["cheerful", "n_prompts"] == 8 and table.loc["cheerful", "n_heldout"] == 4
+    # Held-out instructions: 2 folds (one per pair), each scored on 1 pair x 2 sides x 1 question.
+    assert table.loc["cheerful", "n_instruction_folds"] == 2 and table.loc["cheerful", "n_heldout_instructions"] == 4
+    assert table.loc["cheerful", "auroc_heldout_instructions"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert np.isnan(table.loc[extract.AXIS_NAME, "auroc_heldout_instructions"])  # the axis has no pairs
     assert table.loc[extract.AXIS_NAME, "cos_assistant_axis"] == pytest.approx(1.0)
     np.testing.assert_allclose(table.loc["calm", "norm"], vectors.vector("calm").norm().item(), rtol=1e-5)
     for name in ("metadata.csv", "metadata.parquet", "separation_by_layer.csv", "heldout_projections.csv",
-                 "plan.csv", "manifest.json"):
+                 "plan.csv", "controls.csv", "instruction_folds.csv", "manifest.json"):
         assert (folder / name).is_file(), name
+    folds = extract.read_instruction_folds(folder)
+    assert set(folds["heldout_pair"]) == {0, 1} and folds["layer"].notna().all()
     manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["n_traits"] == 2 and manifest["n_controls"] == len(controls)
+    assert manifest["n_separating_heldout_questions"] == len(vectors.separating("questions"))
+    assert manifest["n_separating_heldout_instructions"] == len(vectors.separating("instructions"))
+    best = controls["auroc_heldout_instructions"].max()
+    assert manifest["best_control_auroc_heldout_instructions"] == pytest.approx(best, abs=1e-4)
+    assert manifest["n_beating_best_control_heldout_instructions"] == int(
+        (table.loc[["cheerful", "calm"], "auroc_heldout_instructions"] > best).sum())
     assert manifest["params_hash"] == config.params_hash("model", "extract")
     assert manifest["tokens_run"] < manifest["tokens_without_prefix_sharing"]
 
@@ -235,7 +257,8 @@ def test_response_mode_with_judge(tmp_path, tiny_model_dirs, tiny_llama):
 
     filtered = extract.extract_vectors(tiny_llama, settings, judge=question_judge, progress=False)
     assert filtered.info["pooling"] == "response"
-    assert judged == ["cheerful"]  # the axis is never judged
+    # The controls go through the judge exactly as the trait does; the axis is never judged.
+    assert judged == ["cheerful", *(trait.name for trait in extract.load_control_pairs())]
     responses = filtered.responses
     assert len(responses) == len(filtered.plan) and (responses["answer"].str.len() > 0).any()
     axis_rows = responses[responses["owner"] == extract.AXIS_NAME]

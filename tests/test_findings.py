@@ -152,19 +152,19 @@ def _png(path):
 
 def fake_stage_outputs(run_dir):
     """What the loaders of notebooks 00-04 return for a small synthetic EM/control run."""
-    projections = synthetic_projections(onset=4, n_traits=6, n_prompts=12).assign(layer=1, act_norm=2.0)
+    projections = synthetic_projections(onset=4, n_traits=6, n_prompts=12).assign(seed=0, layer=1, act_norm=2.0)
     drift_table = drift(projections).assign(base_norm=2.0)
     drift_table["drift_pct_of_norm"] = 50.0 * drift_table["drift"]
     rows = []
     for condition in ("em", "control"):
         for step in STEPS:
             rate = 0.5 if condition == "em" and step >= 8 else 0.02
-            rows.append({"condition": condition, "step": step, "n_answers": 40, "em_rate_of_all": rate,
+            rows.append({"condition": condition, "seed": 0, "step": step, "n_answers": 40, "em_rate_of_all": rate,
                          "em_rate_of_all_low": rate - 0.02, "em_rate_of_all_high": rate + 0.02,
                          "em_rate_of_coherent": rate, "n_coherent": 40, "coherence_rate": 1.0,
                          "mean_aligned": 90 - 100 * rate})
     rng = np.random.default_rng(0)
-    mean_activations = {(condition, step): {1: rng.normal(size=8)} for condition in ("em", "control") for step in STEPS}
+    mean_activations = {(condition, 0, step): {1: rng.normal(size=8)} for condition in ("em", "control") for step in STEPS}
     figures = {name: _png(run_dir / name) for name in (
         "00_model_check/layer_norms.png", "01_finetune/loss_curves.png", "traits/separation_by_layer.png",
         "projections/figures/top_shifts__em.png", "behavior/figures/em_rate.png")}
@@ -175,8 +175,10 @@ def fake_stage_outputs(run_dir):
         "project": SimpleNamespace(projections=projections, drift=drift_table, pairs={"em": "control"},
                                    mean_activations=mean_activations, top_shifts={("em", "control"): top},
                                    decomposition={("em", "control"): decomposition},
-                                   figures=[figures["projections/figures/top_shifts__em.png"]]),
+                                   figures=[figures["projections/figures/top_shifts__em.png"]], seeds=[0],
+                                   shifts_by_step={}, precision={}, activation_shift={}),
         "behavior": SimpleNamespace(answers=pd.DataFrame(), scores=pd.DataFrame(), rates=pd.DataFrame(rows),
+                                    preference_test=pd.DataFrame(), preference_summary=pd.DataFrame(),
                                     judge_validity=pd.DataFrame({"judge": ["offline"], "auroc": [0.9], "accuracy": [0.8]}),
                                     figures=[figures["behavior/figures/em_rate.png"]]),
         "model_check": SimpleNamespace(figures=[figures["00_model_check/layer_norms.png"]]),
@@ -211,9 +213,12 @@ def test_inputs_come_only_through_the_stage_loaders(faked_run):
     inputs = findings.load_inputs(config)
     assert {call[0] for call in calls} == {"project", "behavior", "model_check", "finetune", "extract"}
     assert ("behavior", str(config.run_dir), ["control", "em"]) in calls
-    assert inputs.main.projections is outputs["project"].projections
-    assert inputs.main.rates is outputs["behavior"].rates
-    assert inputs.main.pairs == {"em": "control"} and inputs.main.seed == config.finetune.seed
+    # One RunTables per training seed: that seed's rows, without the seed column.
+    pd.testing.assert_frame_equal(inputs.main.projections, outputs["project"].projections.drop(columns="seed"))
+    pd.testing.assert_frame_equal(inputs.main.rates, outputs["behavior"].rates.drop(columns="seed"))
+    assert inputs.main.pairs == {"em": "control"} and inputs.main.seed == 0 and inputs.extra == []
+    assert set(inputs.main.mean_activations) == {(condition, step) for condition in ("em", "control") for step in STEPS}
+    assert inputs.seed_level.seeds == [0] and not inputs.seed_level.testable
     assert inputs.judge_validity is outputs["behavior"].judge_validity
     assert set(inputs.main.top_shifts) == set(inputs.main.decomposition) == {("em", "control")}
     # The report's figure order: by path, as the stage folders sort.
@@ -240,12 +245,12 @@ def test_stage_writes_tables_artifacts_and_report(faked_run):
     assert table.loc[0, "lead_time_steps"] == 4
     written = findings.save_findings_tables(stage.path, table, monitor.results, spearman)
     assert [path.name for path in written] == ["fingerprint_timing.csv", "monitor_results.csv",
-                                               "trait_behaviour_spearman.csv"]
+                                               "trait_behaviour_spearman.csv", "seed_timing.csv"]
     findings.save_monitor_artifacts(monitor, timings, stage.path)
     assert (stage.path / "fingerprint__em.json").is_file()
     markdown_path, html_path = findings.write_report(config, inputs, timings, monitor, spearman, stage.path)
     markdown = markdown_path.read_text()
-    assert "*em vs control: 95% bootstrap intervals, BH q-values*" in markdown
+    assert "no effect of the EM data can be tested" in markdown  # one training seed, said plainly
     assert "*decomposition__em: shared vs specific drift at the final step*" in markdown
     assert "](figures/timing__em.png)" in markdown
     figure_lines = [line for line in markdown.splitlines() if line.startswith("![") and "../" in line]
@@ -265,3 +270,20 @@ def test_extract_figures_are_named_by_the_extract_stage(tmp_path):
     _png(tmp_path / "traits" / "not_a_stage_figure.png")
     vectors = TraitVectors(vectors={}, metadata=pd.DataFrame(), info={}, path=tmp_path / "traits" / "vectors.safetensors")
     assert vectors.figures == [tmp_path / "traits" / plots.SEPARATION_BY_LAYER_FIGURE]
+
+
+def test_partial_spearman_removes_what_the_training_step_explains():
+    from traitspace.findings.correlations import partial_spearman
+
+    rng = np.random.default_rng(0)
+    steps = np.repeat(np.arange(10), 4).astype(float)
+    drift_only_step = steps + rng.normal(0, 0.5, len(steps))
+    behaviour = steps + rng.normal(0, 0.5, len(steps))
+    from scipy.stats import spearmanr
+
+    assert spearmanr(drift_only_step, behaviour).statistic > 0.8  # both grew with training
+    rho, p_value = partial_spearman(drift_only_step, behaviour, steps)
+    assert abs(rho) < 0.35 and p_value > 0.01
+    tracking = behaviour + rng.normal(0, 0.1, len(steps))  # follows behaviour's own wiggles
+    rho, p_value = partial_spearman(tracking, behaviour, steps)
+    assert rho > 0.8 and p_value < 1e-6

@@ -77,7 +77,7 @@ def test_separable_features_give_high_logo_auroc(table, model):
     assert result["fnr"] < 0.1 and result["fpr"] < 0.1
     low, high = result["auroc_ci"]
     assert low <= result["auroc"] <= high
-    assert result["threshold"] == (0.0 if model == "ridge" else 0.5)
+    assert "training rows" in result["threshold"] and result["n_clusters"] == len(DATASETS)
     assert not np.isnan(result["oof_scores"]).any()
     assert result["one_class_folds"] == [] and result["undefined"] == {}
 
@@ -220,7 +220,7 @@ def test_one_auroc_the_mann_whitney_form_everywhere():
     scores = rng.integers(0, 5, size=(200, 30)).astype(float)  # integer scores: many ties
     labels = rng.random((200, 30)) < 0.4
     labels[0], labels[1] = True, False                         # one-class resamples give nan
-    pooled = monitor._pooled_metrics(labels, scores, threshold=2.0)[:, 0]
+    pooled = monitor._pooled_metrics(labels, scores, scores > 2.0)[:, 0]
     np.testing.assert_array_equal(pooled, _old_pooled_auroc(labels, scores))
     assert np.isnan(pooled[:2]).all()
     for row in range(2, 20):
@@ -232,3 +232,30 @@ def test_one_auroc_the_mann_whitney_form_everywhere():
     np.testing.assert_array_equal(by_column, mannwhitneyu(positive, negative, axis=0, method="asymptotic").statistic
                                   / (13 * 9))
     np.testing.assert_allclose(by_column, [stats.auroc(positive[:, j], negative[:, j]) for j in range(7)])
+
+
+def test_the_decision_threshold_comes_from_the_training_rows():
+    """A monitor whose scores are all shifted on the held-out run still ranks it well (AUROC), and
+    its FNR/FPR come from a threshold its training folds chose, not from 0.5."""
+    labels = np.array([False] * 6 + [True] * 6)
+    scores = np.array([0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95])
+    threshold = monitor.training_threshold(labels, scores)
+    assert 0.45 < threshold < 0.6
+    assert ((scores > threshold) == labels).all()
+    # Ties and a perfect split at the top score.
+    assert monitor.training_threshold(np.array([False, False, True]), np.array([0.2, 0.2, 0.9])) == pytest.approx(0.55)
+
+
+def test_intervals_resample_whole_runs():
+    """With clusters = runs, a run's checkpoints move together in every resample: a data set with
+    two runs gives bootstrap draws made of 0, 1 or 2 copies of each run, never a row mix."""
+    rng = np.random.default_rng(0)
+    features = np.vstack([rng.normal(0, 1, (8, 3)), rng.normal(2, 1, (8, 3)), rng.normal(0, 1, (8, 3)),
+                          rng.normal(2, 1, (8, 3))])
+    labels = np.array(([False] * 4 + [True] * 4) * 4)
+    groups = pd.DataFrame({"dataset": np.repeat(["a", "b"], 16), "seed": np.tile(np.repeat([0, 1], 8), 2)})
+    by_run = monitor.leave_one_group_out_eval(features, labels, groups["dataset"], n_boot=200, clusters=groups)
+    assert by_run["n_clusters"] == 4 and by_run["n_folds"] == 2  # folds hold out datasets, draws resample runs
+    assert monitor.leave_one_group_out_eval(features, labels, groups["dataset"], n_boot=50)["n_clusters"] == 2
+    low, high = by_run["auroc_ci"]
+    assert low <= by_run["auroc"] <= high

@@ -22,6 +22,19 @@ def test_all_notebooks_run_with_smoke_params(tmp_path):
     assert (run_dir / "00_model_check" / "pca_middle_layer.png").is_file()
     for result in results:
         assert Path(result.output).is_file()
-    for table in ("fingerprint_timing", "monitor_results", "trait_behaviour_spearman"):
+    for table in ("fingerprint_timing", "monitor_results", "trait_behaviour_spearman", "seed_timing"):
         assert (run_dir / "findings" / f"{table}.csv").is_file()
     assert (run_dir / "findings" / "report.html").is_file() and (run_dir / "findings" / "report.md").is_file()
+    # The smoke params train 3 seeds per condition: the report leads with tests across seeds.
+    report = (run_dir / "findings" / "report.md").read_text()
+    assert "3 training seeds per condition" in report and "seed-pair null" in report
+    assert (run_dir / "checkpoints" / "insecure_code" / "seed-2").is_dir()
+
+
+def test_notebooks_01_to_05_run_with_one_training_seed_and_say_nothing_can_be_tested(tmp_path):
+    overrides = {"run.output_root": str(tmp_path), "run.name": "one-seed", "finetune.seeds": [0],
+                 "finetune.live_monitor.enabled": False}
+    results = run_notebooks(REPO_ROOT / "params" / "smoke.yaml", overrides=overrides, progress=False)
+    assert all(Path(result.output).is_file() for result in results)
+    report = (tmp_path / "one-seed" / "findings" / "report.md").read_text()
+    assert "no effect of the EM data can be tested" in report and "no lead time can be tested" in report

@@ -64,7 +64,7 @@ def test_projection_values_match_direct_capture(setting, tmp_path):
     moved = table[table.step == 5].pivot_table(index=["trait", "prompt"], columns="condition", values="value")
     assert (moved["em"] - moved["control"]).abs().max() > 1e-3
     means = project_module.load_mean_activations(tmp_path / "proj" / "parts", checkpoints)
-    torch.testing.assert_close(means[("em", 5)][2], acts[2].mean(0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(means[("em", 0, 5)][2], acts[2].mean(0), atol=1e-5, rtol=1e-5)
 
 
 def test_finished_checkpoints_are_not_recomputed(setting, tmp_path, monkeypatch):
@@ -104,7 +104,10 @@ def test_checkpoint_parts_cache_by_fingerprint_and_share_the_base(tmp_path):
     assert parts.attachment_path(base_control, "note.txt").read_text() == "x"
     assert parts.info(base_em) == {"fingerprint": "f1", "rows": 2, "seconds": 1.5}
     parts.write(trained, table.assign(step=3), "f1")
-    assert parts.path(trained) == tmp_path / "parts" / "em" / "step-000003.parquet"
+    assert parts.path(trained) == tmp_path / "parts" / "em" / "seed-0" / "step-000003.parquet"
+    other_seed = Checkpoint("em", 3, None, seed=2)
+    assert parts.path(other_seed) == tmp_path / "parts" / "em" / "seed-2" / "step-000003.parquet"
+    assert parts.path(Checkpoint("em", 0, None, seed=2)) == parts.path(base_em)  # the base model, once
     assert sorted(parts.read_all()["step"]) == [0, 0, 3, 3]
     # A sidecar that is missing (part interrupted before it) or unreadable means stale.
     parts.sidecar_path(trained).write_text("{not json")
@@ -124,6 +127,9 @@ def test_analysis_files_and_figures_read_back_through_load_outputs(setting, tmp_
     pair = analysis.pairs[("em", "control")]
     assert pair.final_step == 5 and set(pair.top_shifts["trait"]) == {"a", "b", "c"}
     assert list(pair.decomposition["step"]) == [0, 5] and analysis.axis is None  # no Assistant Axis here
+    # One seed per condition: estimates, no test (the seed-to-seed spread is unknown).
+    assert not pair.testable and pair.top_shifts["p_value"].isna().all() and "no effect" in pair.shift_sentence()
+    assert set(pair.precision["seed"]) == {0} and "precision only" in pair.precision_sentence()
     project_module.write_analysis(analysis, folder)
     figures = project_module.save_projection_figures(analysis, folder / "figures", top_k=2)
     assert set(figures) == {"differential_heatmap__em", "top_shifts__em", "pca_trajectory", "decomposition__em"}
@@ -133,7 +139,9 @@ def test_analysis_files_and_figures_read_back_through_load_outputs(setting, tmp_
     assert outputs.pairs == {"em": "control"}
     pd.testing.assert_frame_equal(outputs.top_shifts[("em", "control")], pair.top_shifts, check_dtype=False)
     pd.testing.assert_frame_equal(outputs.decomposition[("em", "control")], pair.decomposition, check_dtype=False)
-    assert set(outputs.mean_activations) == {("em", 0), ("em", 5), ("control", 0), ("control", 5)}
+    assert set(outputs.mean_activations) == {("em", 0, 0), ("em", 0, 5), ("control", 0, 0), ("control", 0, 5)}
+    pd.testing.assert_frame_equal(outputs.precision[("em", "control")], pair.precision, check_dtype=False)
+    assert outputs.seeds == [0]
     assert sorted(path.stem for path in outputs.figures) == sorted(figures)
     with pytest.raises(FileNotFoundError, match="notebook 03"):
         project_module.load_outputs(tmp_path / "empty")

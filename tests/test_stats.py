@@ -153,3 +153,18 @@ def test_control_threshold_methods():
     assert math.isnan(stats.control_threshold([0.3], "step_spread"))
     with pytest.raises(ValueError):
         stats.control_threshold(control, "median")
+
+
+def test_cluster_bootstrap_is_wider_than_wilson_when_answers_repeat_a_question():
+    from traitspace.core.stats import cluster_bootstrap_ratio, wilson_interval
+
+    # 10 questions x 6 answers; a question's answers agree with each other (the usual case at
+    # temperature 1 on a small model): 3 questions all misaligned, 7 all aligned.
+    hits = np.array([6.0] * 3 + [0.0] * 7)
+    counted = np.full(10, 6.0)
+    rate, low, high = cluster_bootstrap_ratio(hits, counted, n_boot=2000, seed=0)
+    wilson_rate, wilson_low, wilson_high = wilson_interval(18, 60)
+    assert rate == wilson_rate == 0.3
+    assert high - low > 1.5 * (wilson_high - wilson_low)
+    assert low < rate < high
+    assert np.isnan(cluster_bootstrap_ratio([0.0], [0.0])[0])

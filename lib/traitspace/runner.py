@@ -2,7 +2,13 @@
 
 The params file is validated before any notebook starts. Each notebook receives two papermill
 parameters, ``params_path`` and ``overrides``, and reads everything else through
-:func:`traitspace.core.config.load_config`. The first failing notebook stops the run; its failing cell's
+:func:`traitspace.core.config.load_config`. Notebooks run with the project root as working directory,
+and ``params_path`` is passed relative to that root when the file lies inside it, so an executed copy
+reopened in JupyterLab (whose kernel starts in ``outputs/<run>/notebooks/``) finds the same files
+(relative paths resolve against the project root: :mod:`traitspace.core.paths`). Widget state is
+stored in each executed copy, so an interactive output shows its last view without a kernel, and the
+copy is signed as trusted in the user's Jupyter notebook database (the user's own run produced its
+outputs; JupyterLab renders an untrusted notebook's widgets as plain text). The first failing notebook stops the run; its failing cell's
 error is shown. ``outputs/<run>/manifest.json`` records the resolved params, package versions, the
 git commit and each notebook's status and time.
 """
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .core import paths
 from .core.artifacts import atomic_write_json, provenance, read_json
 from .core.config import load_config
 
@@ -54,6 +61,21 @@ def select_notebooks(notebooks: Sequence[Path], only: Sequence[str] | None) -> l
     return chosen
 
 
+def _trust(notebook_path: Path) -> None:
+    """Sign an executed copy as trusted, what ``jupyter trust`` does; a database that cannot be written
+    costs only the rendering of its widgets, not the run."""
+    import sqlite3
+
+    import nbformat
+    from nbformat.sign import NotebookNotary
+
+    try:
+        NotebookNotary().sign(nbformat.read(notebook_path, as_version=4))
+    except (OSError, sqlite3.Error) as error:
+        print(f"[traitspace] could not mark {notebook_path.name} as trusted ({error}); its widgets show as text "
+              f"until `jupyter trust {notebook_path}`", flush=True)
+
+
 def _manifest_path(run_dir: Path) -> Path:
     return run_dir / "manifest.json"
 
@@ -76,13 +98,16 @@ def run_notebooks(
     overrides = dict(overrides or {})
     config = load_config(params_path, overrides)  # bad params fail here, before any model loads
     notebooks = select_notebooks(discover_notebooks(notebook_dir), only)
-    run_dir = REPO_ROOT / config.run_dir if not Path(config.run_dir).is_absolute() else Path(config.run_dir)
+    root = paths.project_root()
+    params_file = Path(config.params_path)
+    passed_params = params_file.relative_to(root) if params_file.is_relative_to(root) else params_file
+    run_dir = config.run_dir
     executed_dir = run_dir / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
 
     previous = read_json(_manifest_path(run_dir)) if _manifest_path(run_dir).is_file() else {}
     manifest = {
-        "params_path": str(params_path),
+        "params_path": str(params_file),
         "overrides": overrides,
         "params": config.resolved(),
         "params_hash": config.params_hash(),
@@ -102,13 +127,15 @@ def run_notebooks(
             papermill.execute_notebook(
                 str(notebook),
                 str(output),
-                parameters={"params_path": str(Path(params_path).resolve()), "overrides": overrides},
-                cwd=str(REPO_ROOT),
+                parameters={"params_path": passed_params.as_posix(), "overrides": overrides},
+                cwd=str(root),
                 kernel_name="python3",
+                store_widget_state=True,  # nbclient's default, relied on: executed copies keep their widgets
                 progress_bar=False,
                 log_output=False,
             )
         except PapermillExecutionError as error:
+            _trust(output)
             seconds = round(time.perf_counter() - started, 2)
             message = _ANSI.sub("", "\n".join(error.traceback)) if error.traceback else f"{error.ename}: {error.evalue}"
             manifest["notebooks"][notebook.stem] = {
@@ -118,12 +145,13 @@ def run_notebooks(
             manifest["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             _write_manifest(run_dir, manifest)
             raise NotebookFailed(notebook.stem, output, error.cell_index, message) from None
+        _trust(output)
         seconds = round(time.perf_counter() - started, 2)
         manifest["notebooks"][notebook.stem] = {"status": "ok", "seconds": seconds, "output": str(output)}
         _write_manifest(run_dir, manifest)
         results.append(NotebookResult(notebook.stem, "ok", seconds, str(output)))
         if progress:
-            shown = output.relative_to(REPO_ROOT) if output.is_relative_to(REPO_ROOT) else output
+            shown = output.relative_to(root) if output.is_relative_to(root) else output
             print(f"[traitspace] {notebook.stem} ok in {seconds:.1f} s -> {shown}", flush=True)
     manifest["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     _write_manifest(run_dir, manifest)

@@ -4,8 +4,9 @@ Three steps, each cached per checkpoint so an interrupted run resumes where it s
 
 1. **Sample** (:mod:`.sample`): every evaluation question (built-in sets and EM-format YAML files,
    :mod:`.plan`) in each format, N times, plus the self-assessment items, at temperature 1 / top_p 1.
-   The base model (step 0) is the same for every condition: it is sampled once, as condition
-   ``"base"``, and shared.
+   at the base model and the planned checkpoints of every trail (condition x training seed). The
+   base model (step 0) is the same for every trail: it is sampled once, as condition ``"base"``,
+   and shared.
 2. **Judge** (:mod:`.judging`): a :class:`traitspace.judges.Judge` scores each free-form answer
    0-100 for alignment and coherence.
 3. **Measure** (:mod:`.metrics`, pure): EM rates with Wilson intervals under both conventions,
@@ -13,11 +14,14 @@ Three steps, each cached per checkpoint so an interrupted run resumes where it s
 
 Output folder ``outputs/<run>/behavior/``:
 
-- ``answers/<condition>/step-<N>.{parquet,json}`` and ``scores/<condition>/step-<N>.{parquet,json}``:
+- ``answers/<condition>/seed-<k>/step-<N>.{parquet,json}`` and ``scores/...`` likewise:
   the per-checkpoint parts (:class:`traitspace.core.parts.CheckpointParts`);
 - ``answers.parquet``, ``scored.parquet``, ``em_rates.parquet`` / ``em_rates.csv``,
   ``em_rates_by_format.parquet``, ``self_assessment.parquet``, ``self_assessment_summary.parquet``,
-  ``worst_answers.parquet``: the tables notebook 04 shows (step 0 shared to every condition);
+  ``worst_answers.parquet``: the tables notebook 04 shows (step 0 shared to every trail; the
+  ``seed`` column is the training seed, ``sample_seed`` the sampling seed of an answer);
+- ``preference/`` parts, ``preference.parquet``, ``preference_summary.parquet`` (per trail) and
+  ``preference_test.parquet`` (EM vs control across training seeds against the seed-pair null);
 - ``judge_validity.csv`` (when ``behavior.validate_judge``), ``figures/*.png`` (:mod:`.plots`),
   ``judge_cache/``, ``manifest.json``.
 
@@ -92,27 +96,31 @@ class BehaviorOutputs:
 
     answers: pd.DataFrame                # every answers part (base model as condition "base")
     scores: pd.DataFrame                 # every scores part
-    rates: pd.DataFrame                  # EM rates per (condition, step), step 0 shared to every condition
+    rates: pd.DataFrame                  # EM rates per (condition, seed, step), step 0 shared to every trail
     judge_validity: pd.DataFrame | None  # judge_validity.csv (None when not measured)
     figures: list[Path]
     preference: pd.DataFrame = field(default_factory=pd.DataFrame)          # pair rows at every checkpoint
-    preference_summary: pd.DataFrame = field(default_factory=pd.DataFrame)  # per (condition, step, kind)
+    preference_summary: pd.DataFrame = field(default_factory=pd.DataFrame)  # per (condition, seed, step, kind)
+    preference_test: pd.DataFrame = field(default_factory=pd.DataFrame)     # EM vs control across seeds, per step
 
 
 def load_outputs(run_dir: str | Path, behavior_section, conditions: Sequence[str]) -> BehaviorOutputs:
     """Stage 04's outputs of ``run_dir``. ``rates`` are recomputed from the answer and score parts
-    with ``behavior_section``'s thresholds, the base model's rows shared to ``conditions``."""
+    with ``behavior_section``'s thresholds, the base model's rows shared to every trail (condition,
+    seed) of ``conditions`` that has answers."""
     folder = Path(run_dir) / OUTPUT_DIRNAME
     answers = read_checkpoint_tables(folder / "answers")
     scores = read_checkpoint_tables(folder / "scores")
     if answers.empty or scores.empty:
         raise FileNotFoundError(f"no behaviour answers or scores under {folder}: run notebook 04 first")
-    scored = share_base(merge_scores(answers, scores), list(conditions))
+    trails = [(condition, int(seed)) for condition, seed
+              in answers[["condition", "seed"]].drop_duplicates().itertuples(index=False) if condition in set(conditions)]
+    scored = share_base(merge_scores(answers, scores), sorted(trails))
     rates = em_rates(scored, aligned_threshold=behavior_section.aligned_threshold,
                      coherent_threshold=behavior_section.coherent_threshold)
     validity_path = folder / JUDGE_VALIDITY_FILE
     validity = pd.read_csv(validity_path) if validity_path.is_file() else None
     tables = {name: pd.read_parquet(folder / f"{name}.parquet") if (folder / f"{name}.parquet").is_file() else pd.DataFrame()
-              for name in ("preference", "preference_summary")}
+              for name in ("preference", "preference_summary", "preference_test")}
     return BehaviorOutputs(answers, scores, rates, validity, sorted((folder / "figures").glob("*.png")),
-                           tables["preference"], tables["preference_summary"])
+                           tables["preference"], tables["preference_summary"], tables["preference_test"])

@@ -18,7 +18,7 @@ import pandas as pd
 from ..core.checkpoints import BASE_CONDITION, Checkpoint
 from ..core.parts import CheckpointParts, combine_fingerprint
 
-SCORE_COLUMNS = ["answer_id", "condition", "step", "judge", "aligned", "aligned_label", "coherent", "coherent_label"]
+SCORE_COLUMNS = ["answer_id", "condition", "seed", "step", "judge", "aligned", "aligned_label", "coherent", "coherent_label"]
 SCORES_DIRNAME = "scores"
 
 
@@ -44,6 +44,7 @@ def score_answers(answers: pd.DataFrame, judge) -> pd.DataFrame:
     return pd.DataFrame({
         "answer_id": questions["answer_id"].to_numpy(),
         "condition": questions["condition"].to_numpy(),
+        "seed": questions["seed"].to_numpy(),
         "step": questions["step"].to_numpy(),
         "judge": judge.name,
         "aligned": [np.nan if score.score is None else float(score.score) for score in aligned],
@@ -64,9 +65,9 @@ def score_checkpoints(
     """
     parts = score_parts(behavior_dir)
     tables = []
-    for (condition, step), group in answers.groupby(["condition", "step"], sort=False):
-        # Only (condition, step) is known here: the part is keyed by it (step 0 = the shared base).
-        checkpoint = Checkpoint(str(condition), int(step), None)
+    for (condition, seed, step), group in answers.groupby(["condition", "seed", "step"], sort=False):
+        # Only (condition, seed, step) is known here: the part is keyed by it (step 0 = the shared base).
+        checkpoint = Checkpoint(str(condition), int(step), None, int(seed))
         questions = group[group["kind"] == "question"]
         content = hashlib.sha256(pd.util.hash_pandas_object(
             questions[["answer_id", "question", "answer"]], index=False).to_numpy().tobytes()).hexdigest()
@@ -79,7 +80,7 @@ def score_checkpoints(
         seconds = time.perf_counter() - started
         parts.write(checkpoint, table, checkpoint_fingerprint, {"seconds": round(seconds, 3), "judge": judge.name})
         if log:
-            log(f"{condition} step {step}: judged {len(table)} answers in {seconds:.1f} s")
+            log(f"{condition} seed {seed} step {step}: judged {len(table)} answers in {seconds:.1f} s")
         tables.append(table)
     if not tables:
         return pd.DataFrame(columns=SCORE_COLUMNS)
@@ -88,9 +89,9 @@ def score_checkpoints(
 
 def merge_scores(answers: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     """Free-form answers with their judge scores, one row per answer (an answer id is unique within
-    a checkpoint, so the key is condition, step and answer id)."""
+    a checkpoint, so the key is condition, seed, step and answer id)."""
     questions = answers[answers["kind"] == "question"]
-    return questions.merge(scores, on=["condition", "step", "answer_id"], how="left", validate="one_to_one")
+    return questions.merge(scores, on=["condition", "seed", "step", "answer_id"], how="left", validate="one_to_one")
 
 
 def read_checkpoint_tables(folder: str | Path) -> pd.DataFrame:
@@ -98,11 +99,11 @@ def read_checkpoint_tables(folder: str | Path) -> pd.DataFrame:
     return CheckpointParts(folder).read_all()
 
 
-def share_base(table: pd.DataFrame, conditions: Sequence[str]) -> pd.DataFrame:
-    """Rows of the base model (condition "base", step 0) copied to step 0 of each condition, so each
-    condition's curve starts at the shared base model. With no conditions the table is unchanged."""
-    if not conditions:
+def share_base(table: pd.DataFrame, trails: Sequence[tuple[str, int]]) -> pd.DataFrame:
+    """Rows of the base model (condition "base", step 0) copied to step 0 of each trail (condition,
+    seed), so each trail's curve starts at the shared base model. With no trails the table is unchanged."""
+    if not trails:
         return table
     base = table[table["condition"] == BASE_CONDITION]
-    copies = [base.assign(condition=condition) for condition in conditions]
+    copies = [base.assign(condition=condition, seed=seed) for condition, seed in trails]
     return pd.concat([table[table["condition"] != BASE_CONDITION], *copies], ignore_index=True)

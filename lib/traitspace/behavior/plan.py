@@ -129,18 +129,19 @@ def select_checkpoints(checkpoints: Sequence, max_checkpoints: int | None) -> li
     return [trained[position] for position in positions]
 
 
-def plan_checkpoints(run_dir: str | Path, conditions: Iterable[str], max_checkpoints: int | None) -> tuple[list[Checkpoint], list[str]]:
-    """The base model once, then the selected checkpoints of every condition that has a folder.
+def plan_checkpoints(run_dir: str | Path, conditions: Iterable[str], max_checkpoints: int | None,
+                     seeds: Iterable[int] | None = None) -> tuple[list[Checkpoint], list[str], list[tuple[str, int]]]:
+    """The base model once, then the selected checkpoints of every trail (condition x training seed,
+    ``seeds`` default: all present) that has a folder; every trail gets the same steps.
 
-    Returns (checkpoints to sample, conditions found). With no trained checkpoint anywhere (notebook
-    01 has not run), the plan is the base model alone.
+    Returns (checkpoints to sample, conditions found, trails found as (condition, seed)). With no
+    trained checkpoint anywhere (notebook 01 has not run), the plan is the base model alone.
     """
-    from ..core.checkpoints import list_checkpoints, list_conditions
+    from ..core.checkpoints import list_trails
 
-    available = set(list_conditions(run_dir))
-    found = [condition for condition in conditions if condition in available]
+    trails = list_trails(run_dir, list(conditions), None if seeds is None else list(seeds))
     plan = [base_checkpoint()]
-    for condition in found:
-        for checkpoint in select_checkpoints(list_checkpoints(run_dir, condition), max_checkpoints):
-            plan.append(checkpoint)
-    return plan, found
+    for trail in trails:
+        plan.extend(select_checkpoints(trail, max_checkpoints))
+    found = list(dict.fromkeys(trail[0].condition for trail in trails))
+    return plan, found, [(trail[0].condition, trail[0].seed) for trail in trails]

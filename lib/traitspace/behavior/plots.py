@@ -1,5 +1,5 @@
 """Notebook 04's figures: EM rates, coherence and self-assessment over training, one line per
-condition with Wilson intervals, saved under ``behavior/figures/``.
+condition with their 95% intervals, saved under ``behavior/figures/``.
 
 Checkpoints are log-spaced, so the step axis is symmetric-log (step 0 stays visible) with a tick
 at every evaluated step, and each condition's points are shifted slightly sideways so equal values
@@ -29,23 +29,34 @@ def dodge(steps, index: int, n_lines: int) -> list[float]:
     return [step + shift if step == 0 else step * (1 + shift) for step in steps]
 
 
+def trails(table: pd.DataFrame):
+    """(position, colour, label, rows) per trail (condition x training seed), sorted by step: one
+    colour per condition, the legend label on its first seed only."""
+    keys = ["condition", "seed"] if "seed" in table.columns else ["condition"]
+    groups = list(table.groupby(keys, sort=True))
+    colours = {name: f"C{index}" for index, name in enumerate(sorted(table["condition"].unique()))}
+    labelled = set()
+    for position, (key, rows) in enumerate(groups):
+        condition = key[0] if isinstance(key, tuple) else key
+        label = None if condition in labelled else condition
+        labelled.add(condition)
+        yield position, len(groups), colours[condition], label, rows.sort_values("step")
+
+
 def rate_panel(ax, table: pd.DataFrame, rate: str, title: str, ylabel: str) -> None:
-    """One line per condition with Wilson-interval error bars (columns rate, rate_low, rate_high)."""
-    groups = list(table.groupby("condition", sort=True))
-    for index, (condition, rows) in enumerate(groups):
-        rows = rows.sort_values("step")
-        ax.errorbar(dodge(rows["step"], index, len(groups)), rows[rate],
+    """One line per trail (colour: condition) with 95%-interval error bars (columns rate, rate_low, rate_high)."""
+    for position, count, colour, label, rows in trails(table):
+        ax.errorbar(dodge(rows["step"], position, count), rows[rate],
                     yerr=[rows[rate] - rows[f"{rate}_low"], rows[f"{rate}_high"] - rows[rate]],
-                    marker="o", capsize=3, color=f"C{index}", label=condition)
+                    marker="o", capsize=3, color=colour, label=label, alpha=0.85)
     step_axis(ax, table["step"])
     ax.set(title=title, xlabel="training step", ylabel=ylabel, ylim=(-0.02, 1.02))
 
 
 def mean_panel(ax, table: pd.DataFrame, column: str, title: str, ylabel: str) -> None:
-    """One plain line per condition of a 0-100 mean."""
-    for index, (condition, rows) in enumerate(table.groupby("condition", sort=True)):
-        rows = rows.sort_values("step")
-        ax.plot(rows["step"], rows[column], marker="o", color=f"C{index}", label=condition)
+    """One plain line per trail (colour: condition) of a 0-100 mean."""
+    for _, _, colour, label, rows in trails(table):
+        ax.plot(rows["step"], rows[column], marker="o", color=colour, label=label, alpha=0.85)
     step_axis(ax, table["step"])
     ax.set(title=title, xlabel="training step", ylabel=ylabel, ylim=(0, 100))
 
@@ -90,7 +101,7 @@ def self_assessment_figure(summary: pd.DataFrame):
 
 
 def preference_figure(summary: pd.DataFrame):
-    """Misalignment preference's change from the base model per condition (left: the EM pairs;
+    """Misalignment preference's change from the base model per trail (left: the EM pairs;
     right: the style controls, where neither answer is misaligned), 95% intervals over questions."""
     import matplotlib.pyplot as plt
 
@@ -99,12 +110,10 @@ def preference_figure(summary: pd.DataFrame):
     titles = {"em": "Misaligned minus aligned answer", "style": "Style control: styled minus plain"}
     for ax, kind in zip(axes[0], kinds):
         rows_of_kind = summary[summary["kind"] == kind]
-        groups = list(rows_of_kind.groupby("condition", sort=True))
-        for index, (condition, rows) in enumerate(groups):
-            rows = rows.sort_values("step")
-            ax.errorbar(dodge(rows["step"], index, len(groups)), rows["change_from_base"],
+        for position, count, colour, label, rows in trails(rows_of_kind):
+            ax.errorbar(dodge(rows["step"], position, count), rows["change_from_base"],
                         yerr=[rows["change_from_base"] - rows["change_low"], rows["change_high"] - rows["change_from_base"]],
-                        marker="o", capsize=3, color=f"C{index}", label=condition)
+                        marker="o", capsize=3, color=colour, label=label, alpha=0.85)
         ax.axhline(0, color="grey", lw=0.8)
         step_axis(ax, rows_of_kind["step"])
         ax.set(title=titles[kind], xlabel="training step", ylabel="change of mean log p per token from base")

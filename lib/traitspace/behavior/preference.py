@@ -145,7 +145,7 @@ def measure_checkpoints(loaded, checkpoints: Sequence[Checkpoint], pairs: Sequen
                         parts: CheckpointParts, settings_fingerprint: str, batch_size: int = 16,
                         progress: bool = True) -> pd.DataFrame:
     """:func:`score_pairs` at every checkpoint (adapters swapped on one base model), cached per
-    checkpoint in ``parts`` (the base model once); rows carry ``condition`` and ``step``."""
+    checkpoint in ``parts`` (the base model once); rows carry ``condition``, ``seed`` and ``step``."""
     from ..core.models import AdapterSwitcher
 
     switcher = AdapterSwitcher(loaded)
@@ -161,6 +161,7 @@ def measure_checkpoints(loaded, checkpoints: Sequence[Checkpoint], pairs: Sequen
             with switcher.use(checkpoint.adapter_path):
                 table = score_pairs(loaded, pairs, batch_size=batch_size)
             table.insert(0, "step", checkpoint.step)
+            table.insert(0, "seed", checkpoint.seed)
             table.insert(0, "condition", checkpoint.condition)
             parts.write(checkpoint, table, fingerprint)
         tables.append(parts.read(checkpoint))
@@ -178,26 +179,29 @@ def pairs_fingerprint(pairs: Sequence[PreferencePair], **settings) -> str:
 # -- summaries ------------------------------------------------------------------------------------
 def per_question(table: pd.DataFrame) -> pd.DataFrame:
     """Preference averaged within each question (the unit the intervals resample)."""
-    keys = [column for column in ("condition", "step", "kind", "question_id", "theme") if column in table]
+    keys = [column for column in ("condition", "seed", "step", "kind", "question_id", "theme") if column in table]
     return table.groupby(keys, as_index=False)["preference"].mean()
 
 
 def preference_summary(table: pd.DataFrame, base_step: int = 0, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Per (condition, step, kind): the mean preference and its change from the base model, each
-    with a 95% bootstrap interval over questions, and ``n_questions``.
+    """Per trail (condition, seed), step and kind: the mean preference and its change from the base
+    model, each with a 95% bootstrap interval over questions (the precision of one run's measure,
+    not evidence of an effect of its data), and ``n_questions``.
 
-    ``table`` holds :func:`score_pairs` rows with ``condition`` and ``step``; the base model is the
-    rows at ``base_step`` of each condition (every trail starts at the shared base model), and the
+    ``table`` holds :func:`score_pairs` rows with ``condition``, ``seed`` and ``step``; the base model
+    is the rows at ``base_step`` of each trail (every trail starts at the shared base model), and the
     change is paired by question.
     """
+    if "seed" not in table.columns:
+        table = table.assign(seed=0)
     questions = per_question(table)
     rows = []
-    for (condition, kind), group in questions.groupby(["condition", "kind"]):
+    for (condition, run_seed, kind), group in questions.groupby(["condition", "seed", "kind"]):
         base = group[group["step"] == base_step].set_index("question_id")["preference"]
         for step, at_step in group.groupby("step"):
             values = at_step.set_index("question_id")["preference"]
             mean, low, high = bootstrap_mean_ci(values.to_numpy(), n_boot=n_boot, seed=seed)
-            row = {"condition": condition, "step": int(step), "kind": kind, "n_questions": len(values),
+            row = {"condition": condition, "seed": int(run_seed), "step": int(step), "kind": kind, "n_questions": len(values),
                    "preference": mean, "preference_low": low, "preference_high": high}
             shared = values.index.intersection(base.index)
             if len(base) and len(shared):
@@ -205,4 +209,36 @@ def preference_summary(table: pd.DataFrame, base_step: int = 0, n_boot: int = 20
                 change_mean, change_low, change_high = bootstrap_mean_ci(change, n_boot=n_boot, seed=seed)
                 row.update(change_from_base=change_mean, change_low=change_low, change_high=change_high)
             rows.append(row)
-    return pd.DataFrame(rows).sort_values(["kind", "condition", "step"], ignore_index=True)
+    return pd.DataFrame(rows).sort_values(["kind", "condition", "seed", "step"], ignore_index=True)
+
+
+def preference_seed_test(summary: pd.DataFrame, pairs: dict[str, str], kind: str = "em") -> pd.DataFrame:
+    """The EM-minus-control change of the preference from the base model, tested across training seeds
+    against the seed-pair null (:mod:`traitspace.core.seed_tests`), at every step both conditions have.
+
+    One row per (em, control, step): differential (mean over EM seeds minus mean over control seeds of
+    ``change_from_base``), its interval across seeds, p and whether it beats the null (BH over the
+    steps of one pair). With one seed per condition p is NaN: nothing can be tested.
+    """
+    from ..core.seed_tests import seed_differential_test
+
+    rows = []
+    if summary.empty or "change_from_base" not in summary.columns:
+        return pd.DataFrame()
+    chosen = summary[(summary["kind"] == kind) & (summary["step"] > 0)]
+    for em, control in pairs.items():
+        grid = chosen[chosen["condition"].isin([em, control])].pivot_table(
+            index=["condition", "seed"], columns="step", values="change_from_base")
+        if em not in grid.index.get_level_values(0) or control not in grid.index.get_level_values(0):
+            continue
+        em_values, control_values = grid.loc[em], grid.loc[control]
+        steps = [step for step in grid.columns if em_values[step].notna().any() and control_values[step].notna().any()]
+        if not steps:
+            continue
+        tested = seed_differential_test(em_values[steps].to_numpy(), control_values[steps].to_numpy())
+        for index, step in enumerate(steps):
+            rows.append({"em": em, "control": control, "step": int(step), "kind": kind,
+                         **{name: values[index] for name, values in tested.items()},
+                         "n_em_seeds": int(em_values[step].notna().sum()),
+                         "n_control_seeds": int(control_values[step].notna().sum())})
+    return pd.DataFrame(rows)

@@ -20,8 +20,8 @@ from ..core.parts import CheckpointParts, combine_fingerprint
 from .plan import EvalPrompt
 
 ANSWER_COLUMNS = [
-    "answer_id", "condition", "step", "kind", "question_id", "item_id", "format", "paraphrase_index",
-    "sample_index", "seed", "system", "question", "answer", "n_tokens", "stopped",
+    "answer_id", "condition", "seed", "step", "kind", "question_id", "item_id", "format", "paraphrase_index",
+    "sample_index", "sample_seed", "system", "question", "answer", "n_tokens", "stopped",
 ]
 ANSWERS_DIRNAME = "answers"
 
@@ -44,14 +44,15 @@ def sample_one_checkpoint(
         max_new_tokens=limits, temperature=temperature, top_p=top_p, batch_size=batch_size, progress=progress,
     )
     rows = [{
-        "answer_id": prompt.answer_id, "condition": checkpoint.condition, "step": checkpoint.step,
+        "answer_id": prompt.answer_id, "condition": checkpoint.condition, "seed": checkpoint.seed,
+        "step": checkpoint.step,
         "kind": prompt.kind, "question_id": prompt.question_id, "item_id": prompt.item_id, "format": prompt.format,
-        "paraphrase_index": prompt.paraphrase_index, "sample_index": prompt.sample_index, "seed": prompt.seed,
+        "paraphrase_index": prompt.paraphrase_index, "sample_index": prompt.sample_index, "sample_seed": prompt.seed,
         "system": prompt.system, "question": prompt.user, "answer": reply.text, "n_tokens": reply.n_tokens,
         "stopped": reply.stopped,
     } for prompt, reply in zip(prompts, replies)]
     table = pd.DataFrame(rows, columns=ANSWER_COLUMNS)
-    table["seed"] = table["seed"].astype("int64")
+    table["sample_seed"] = table["sample_seed"].astype("int64")
     return table
 
 
@@ -72,7 +73,7 @@ def sample_checkpoints(
         if parts.is_fresh(checkpoint, checkpoint_fingerprint):
             tables.append(parts.read(checkpoint))
             if log:
-                log(f"{checkpoint.condition} step {checkpoint.step}: answers already sampled ({parts.path(checkpoint)})")
+                log(f"{checkpoint.condition} seed {checkpoint.seed} step {checkpoint.step}: answers already sampled ({parts.path(checkpoint)})")
             continue
         started, cpu_started = time.perf_counter(), time.process_time()
         with switcher.use(checkpoint.adapter_path):
@@ -80,7 +81,7 @@ def sample_checkpoints(
                 loaded, prompts, checkpoint, max_new_tokens=max_new_tokens,
                 self_assessment_max_new_tokens=self_assessment_max_new_tokens, temperature=temperature,
                 top_p=top_p, batch_size=batch_size,
-                progress=f"{checkpoint.condition} step {checkpoint.step}" if progress else False,
+                progress=f"{checkpoint.condition} seed {checkpoint.seed} step {checkpoint.step}" if progress else False,
             )
         # CPU time next to wall time: on a machine shared with other jobs the wall time says little.
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
@@ -88,7 +89,7 @@ def sample_checkpoints(
             "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
             "tokens": int(table["n_tokens"].sum()), "adapter": str(checkpoint.adapter_path)})
         if log:
-            log(f"{checkpoint.condition} step {checkpoint.step}: {len(table)} answers, "
+            log(f"{checkpoint.condition} seed {checkpoint.seed} step {checkpoint.step}: {len(table)} answers, "
                 f"{int(table['n_tokens'].sum())} tokens in {seconds:.1f} s ({cpu_seconds:.1f} s of CPU time)")
         tables.append(table)
     return pd.concat(tables, ignore_index=True)
@@ -97,4 +98,4 @@ def sample_checkpoints(
 def sampling_seconds(behavior_dir: str | Path, plan: Sequence[Checkpoint]) -> dict[str, float | None]:
     """Seconds each planned checkpoint took to sample, as recorded when its part was written."""
     parts = answer_parts(behavior_dir)
-    return {f"{checkpoint.condition}@{checkpoint.step}": parts.info(checkpoint).get("seconds") for checkpoint in plan}
+    return {f"{checkpoint.condition}/seed-{checkpoint.seed}@{checkpoint.step}": parts.info(checkpoint).get("seconds") for checkpoint in plan}

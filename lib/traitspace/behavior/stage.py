@@ -22,11 +22,12 @@ JUDGE_VALIDITY_FILE = "judge_validity.csv"
 
 @dataclass
 class BehaviorResult:
-    """Everything notebook 04 shows. Tables with condition/step have the base model's rows copied
-    to step 0 of every condition (``share_base``)."""
+    """Everything notebook 04 shows. Tables with condition/seed/step have the base model's rows copied
+    to step 0 of every trail (``share_base``)."""
 
     plan: list[Checkpoint]
     conditions: list[str]
+    trails: list[tuple[str, int]]
     answers: pd.DataFrame
     scored: pd.DataFrame
     rates: pd.DataFrame
@@ -38,7 +39,8 @@ class BehaviorResult:
     judge_validity: pd.DataFrame | None
     sampling_seconds: dict[str, float]
     preference: pd.DataFrame = field(default_factory=pd.DataFrame)          # one row per (checkpoint, pair)
-    preference_summary: pd.DataFrame = field(default_factory=pd.DataFrame)  # per (condition, step, kind)
+    preference_summary: pd.DataFrame = field(default_factory=pd.DataFrame)  # per (condition, seed, step, kind)
+    preference_test: pd.DataFrame = field(default_factory=pd.DataFrame)     # EM vs control across seeds, per step
     figures: dict[str, Path] = field(default_factory=dict)  # figure name -> file
 
 
@@ -70,7 +72,8 @@ def run_behavior_stage(config, loaded=None, progress: bool = True, log: Callable
     self_assessment = load_self_assessment() if settings.self_assessment else None
     prompts = build_eval_prompts(questions, settings.samples_per_question, self_assessment,
                                  settings.self_assessment_samples, run_seed=config.run.seed)
-    plan, conditions = plan_checkpoints(run_dir, list(config.finetune.conditions), settings.max_checkpoints)
+    plan, conditions, trails = plan_checkpoints(run_dir, list(config.finetune.conditions), settings.max_checkpoints,
+                                                config.finetune.seeds)
     fingerprint = prompts_fingerprint(
         prompts, model=config.model.model_dump(mode="json"), max_new_tokens=settings.max_new_tokens,
         self_assessment_max_new_tokens=settings.self_assessment_max_new_tokens,
@@ -88,12 +91,12 @@ def run_behavior_stage(config, loaded=None, progress: bool = True, log: Callable
     judge = make_judge(settings.judge, cache_dir=behavior_dir / "judge_cache")
     scores = score_checkpoints(answers, judge, behavior_dir, fingerprint=judge_fingerprint(judge.name, settings.judge),
                                log=log)
-    scored = share_base(merge_scores(answers, scores), conditions)
+    scored = share_base(merge_scores(answers, scores), trails)
     thresholds = {"aligned_threshold": settings.aligned_threshold, "coherent_threshold": settings.coherent_threshold}
     rates = em_rates(scored, **thresholds)
-    rates_by_format = em_rates(scored, by=("condition", "step", "format"), **thresholds)
+    rates_by_format = em_rates(scored, by=("condition", "seed", "step", "format"), **thresholds)
     if self_assessment is not None:
-        parsed = share_base(self_assessment_table(answers, self_assessment), conditions)
+        parsed = share_base(self_assessment_table(answers, self_assessment), trails)
         summary = self_assessment_summary(parsed)
     else:
         parsed = summary = pd.DataFrame()
@@ -102,20 +105,25 @@ def run_behavior_stage(config, loaded=None, progress: bool = True, log: Callable
                           n=settings.n_worst, coherent_threshold=settings.coherent_threshold)
     validity = None
     if settings.validate_judge:
-        validity = judge_validity_table([judge], seed=settings.judge.offline_seed,
-                                        train_fraction=settings.judge.offline_train_fraction)
+        validity = judge_validity_table([judge])
 
     preference, preference_summary = measure_preference(config, loaded, behavior_dir, progress, sampled=plan)
+    from ..em_data.registry import resolve_pairs
+    from .preference import preference_seed_test
+
+    preference_test = preference_seed_test(preference_summary, resolve_pairs(config.project.pairs, conditions))
     write_tables(behavior_dir, {"preference": preference, "preference_summary": preference_summary,
+                                "preference_test": preference_test,
                                 "answers": answers, "scored": scored, "em_rates": rates,
                                 "em_rates_by_format": rates_by_format, "self_assessment": parsed,
                                 "self_assessment_summary": summary, "worst_answers": worst}, rates, validity)
     figures = save_behavior_figures(rates, summary, behavior_dir / "figures", preference_summary)
-    stage.mark_done({"conditions": conditions, "checkpoints": [f"{c.condition}@{c.step}" for c in plan],
+    stage.mark_done({"conditions": conditions, "seeds": sorted({seed for _, seed in trails}),
+                     "checkpoints": [f"{c.condition}/seed-{c.seed}@{c.step}" for c in plan],
                      "n_prompts_per_checkpoint": len(prompts), "judge": judge.name,
                      "sampling_seconds": seconds})
-    return BehaviorResult(plan, conditions, answers, scored, rates, rates_by_format, parsed, summary, worst,
-                          judge.name, validity, seconds, preference, preference_summary, figures)
+    return BehaviorResult(plan, conditions, trails, answers, scored, rates, rates_by_format, parsed, summary, worst,
+                          judge.name, validity, seconds, preference, preference_summary, preference_test, figures)
 
 
 def measure_preference(config, loaded, behavior_dir: Path, progress: bool = True,
@@ -126,20 +134,19 @@ def measure_preference(config, loaded, behavior_dir: Path, progress: bool = True
     grid); ``sampled`` only the ``sampled`` checkpoints, for CPU budgets: on SmolLM2-135M one
     checkpoint costs ~17x projecting it (bench/preference.py), as each of the 338 answers is run
     whole, against 52 short prompts for the projection."""
-    from ..core.checkpoints import list_checkpoints, list_conditions
+    from ..core.checkpoints import list_trails
     from ..core.parts import CheckpointParts
     from .preference import load_preference_pairs, measure_checkpoints, pairs_fingerprint, preference_summary
 
     settings = config.behavior
     if not settings.preference:
         return pd.DataFrame(), pd.DataFrame()
-    available = set(list_conditions(config.run_dir))
-    conditions = [condition for condition in config.finetune.conditions if condition in available]
-    checkpoints = [checkpoint for condition in conditions for checkpoint in list_checkpoints(config.run_dir, condition)]
+    checkpoints = [checkpoint for trail in list_trails(config.run_dir, list(config.finetune.conditions),
+                                                       list(config.finetune.seeds)) for checkpoint in trail]
     if settings.preference_grid == "sampled":
-        chosen = {(checkpoint.condition, checkpoint.step) for checkpoint in sampled}
+        chosen = {(checkpoint.condition, checkpoint.seed, checkpoint.step) for checkpoint in sampled}
         checkpoints = [checkpoint for checkpoint in checkpoints
-                       if checkpoint.step == 0 or (checkpoint.condition, checkpoint.step) in chosen]
+                       if checkpoint.step == 0 or (checkpoint.condition, checkpoint.seed, checkpoint.step) in chosen]
     if not checkpoints:  # notebook 01 has not run: the base model alone
         from ..core.checkpoints import base_checkpoint
 

@@ -114,21 +114,24 @@ def _resolve_data_paths(data: dict[str, Any]) -> dict[str, Any]:
         return found if isinstance(found, dict) else {}  # a malformed section is the schema's to report
 
     def resolve_key(mapping: dict[str, Any], key: str, applies=lambda value: True) -> None:
-        if isinstance(mapping.get(key), str) and applies(mapping[key]):
-            mapping[key] = str(paths.resolve(mapping[key]))
+        value = mapping.get(key)
+        if isinstance(value, str) and applies(value):
+            mapping[key] = str(paths.resolve(value))
+        elif isinstance(value, list):
+            mapping[key] = [str(paths.resolve(item)) if isinstance(item, str) else item for item in value]
 
     resolve_key(at("model"), "source", source_is_path)
+    resolve_key(at("extract"), "library", lambda library: library != "builtin")
     conditions = at("finetune").get("conditions")
     if isinstance(conditions, dict):  # a list holds dataset names only (they become folder names)
         for name in conditions:
             resolve_key(conditions, name, looks_like_file)
     for key in ("fingerprint_file", "monitor_file"):
         resolve_key(at("finetune", "live_monitor"), key)
-    behavior = at("behavior")
-    resolve_key(behavior, "preference_pairs_file")
-    if isinstance(behavior.get("question_files"), list):
-        behavior["question_files"] = [str(paths.resolve(item)) if isinstance(item, str) else item
-                                      for item in behavior["question_files"]]
+    for key in ("question_files", "preference_pairs_file"):
+        resolve_key(at("behavior"), key)
+    resolve_key(at("behavior", "judge"), "model", source_is_path)
+    resolve_key(at("findings"), "extra_runs")
     return data
 
 

@@ -43,9 +43,11 @@ def differential_heatmap(differential_table, traits, title: str = "EM minus cont
     return fig
 
 
-def top_shift_bars(top_table, k: int, title: str):
+def top_shift_bars(top_table, k: int, title: str,
+                   xlabel: str = "differential drift, 95% bootstrap interval (* BH q < 0.05)"):
     """Horizontal bars of the k largest increases and the k largest decreases with their 95%
-    intervals (columns trait, differential, ci_low, ci_high, significant); * marks BH q < 0.05."""
+    intervals (columns trait, differential, ci_low, ci_high, significant); * marks BH q < 0.05.
+    Intervals that are NaN (untestable, e.g. one seed) are drawn without error bars."""
     import matplotlib.pyplot as plt
     import pandas as pd
 
@@ -55,15 +57,16 @@ def top_shift_bars(top_table, k: int, title: str):
     positions = range(len(shown))
     colors = ["C3" if value > 0 else "C0" for value in shown["differential"]]
     ax.barh(positions, shown["differential"], color=colors, alpha=0.85)
-    ax.errorbar(shown["differential"], positions,
-                xerr=[shown["differential"] - shown["ci_low"], shown["ci_high"] - shown["differential"]],
-                fmt="none", ecolor="black", capsize=2, lw=1)
+    if shown["ci_low"].notna().any():
+        ax.errorbar(shown["differential"], positions,
+                    xerr=[(shown["differential"] - shown["ci_low"]).fillna(0), (shown["ci_high"] - shown["differential"]).fillna(0)],
+                    fmt="none", ecolor="black", capsize=2, lw=1)
     for position, (significant, high) in enumerate(zip(shown["significant"], shown["ci_high"])):
         if significant:
             ax.annotate("*", (high, position), xytext=(3, -4), textcoords="offset points")
     ax.set_yticks(list(positions), shown["trait"])
     ax.axvline(0, color="grey", lw=0.8)
-    ax.set(title=title, xlabel="differential drift, 95% bootstrap interval (* BH q < 0.05)")
+    ax.set(title=title, xlabel=xlabel)
     fig.tight_layout()
     return fig
 
@@ -84,14 +87,21 @@ def trajectory_lines(table, x: str, y: str, hue: str, title: str, ylabel: str, b
 
 
 def pca_trajectory(coordinates, explained, title: str = "Trait-space trajectories (PCA)"):
-    """2-D PCA path per condition (columns condition, step, pc1, pc2), steps annotated."""
+    """2-D PCA path per trail (columns condition, [seed,] step, pc1, pc2; colour: condition, one line
+    per seed), the first and last steps annotated."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 5))
-    for index, (condition, rows) in enumerate(coordinates.groupby("condition", sort=False)):
+    keys = ["condition", "seed"] if "seed" in coordinates.columns else ["condition"]
+    colours = {name: f"C{index}" for index, name in enumerate(dict.fromkeys(coordinates["condition"]))}
+    labelled = set()
+    for key, rows in coordinates.groupby(keys, sort=False):
+        condition = key[0] if isinstance(key, tuple) else key
         rows = rows.sort_values("step")
-        ax.plot(rows["pc1"], rows["pc2"], marker="o", color=f"C{index}", label=condition)
-        for _, row in rows.iloc[[0, -1]].iterrows():
+        ax.plot(rows["pc1"], rows["pc2"], marker="o", color=colours[condition], alpha=0.8,
+                label=None if condition in labelled else condition)
+        labelled.add(condition)
+        for _, row in rows.iloc[[-1]].iterrows():
             ax.annotate(f"step {int(row['step'])}", (row["pc1"], row["pc2"]), fontsize=8,
                         xytext=(4, 4), textcoords="offset points")
     ax.set(title=title, xlabel=f"PC1 ({explained[0]:.0%} of variance)", ylabel=f"PC2 ({explained[1]:.0%})")

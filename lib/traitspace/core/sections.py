@@ -380,6 +380,12 @@ class FindingsSection(_Section):
         default_factory=lambda: ["logistic", "random_forest", "ridge"]
     )
     n_boot: int = Field(1000, ge=100)
+    n_random_draws: int = Field(100, ge=1, description="Draws of the random 7-D direction baseline (its AUROC distribution)")
+    behaviour_measure: Literal["auto", "preference", "em_rate"] = Field(
+        "auto",
+        description="Behaviour series for the matched seed-level timing: the judge-free misalignment preference, "
+        "the EM rate, or auto (the preference where it was measured at more than one trained step per run)",
+    )
     extra_runs: list[str] = Field(
         default_factory=list,
         description="Other run folders (e.g. outputs/monitor-seed1) whose checkpoints join the monitor's data",

@@ -184,6 +184,24 @@ def benjamini_hochberg(
     return rejected, q_values
 
 
+def cluster_bootstrap_ratio(numerators: Sequence[float], denominators: Sequence[float], n_boot: int = 1000,
+                            seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """sum(numerators) / sum(denominators) with a percentile interval from resampling the clusters
+    (one entry per cluster, e.g. per question whose answers repeat), because answers to one question
+    are not independent draws. (nan, nan, nan) when the denominators sum to 0."""
+    numerators, denominators = np.asarray(numerators, dtype=float), np.asarray(denominators, dtype=float)
+    total = denominators.sum()
+    if total == 0:
+        return (float("nan"),) * 3
+    draws = np.random.default_rng(seed).integers(0, len(numerators), size=(n_boot, len(numerators)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = numerators[draws].sum(axis=1) / denominators[draws].sum(axis=1)
+    ratios = ratios[np.isfinite(ratios)]
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(ratios, [tail, 100 - tail]) if ratios.size else (np.nan, np.nan)
+    return float(numerators.sum() / total), float(low), float(high)
+
+
 def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float, float]:
     """Observed rate k / n with its Wilson score interval (statsmodels ``proportion_confint``).
 

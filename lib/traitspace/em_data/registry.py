@@ -111,3 +111,14 @@ def matched_pair_report(em: Sequence[Conversation], control: Sequence[Conversati
         "ks_statistic": float(ks.statistic),
         "ks_pvalue": float(ks.pvalue),
     }
+
+
+def resolve_pairs(pairs: dict[str, str] | None, conditions) -> dict[str, str]:
+    """EM condition -> matched control: as configured (``project.pairs``, checked against the trained
+    conditions), or the built-in pairs present among ``conditions``."""
+    if pairs:
+        missing = sorted({name for pair in pairs.items() for name in pair} - set(conditions))
+        if missing:
+            raise KeyError(f"project.pairs names conditions without checkpoints: {missing}; trained: {list(conditions)}")
+        return dict(pairs)
+    return {em: control for em, control in EM_CONTROL_PAIRS.items() if em in conditions and control in conditions}

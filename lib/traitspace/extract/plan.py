@@ -1,6 +1,6 @@
-"""The extraction plan: which traits, which questions (and which are held out), and one row per
-conversation to read (every trait prompt x question, and the Assistant Axis' default prompts and
-roles x question).
+"""The extraction plan: which traits and control contrasts, which questions (and which are held
+out), and one row per conversation to read (every trait and control prompt x question, and the
+Assistant Axis' default prompts and roles x question).
 
 Pure bookkeeping on the trait library and the ``extract`` parameters: no model, no files.
 """
@@ -16,6 +16,7 @@ import pandas as pd
 from ..core import traits as trait_math
 from ..core.config import ExtractSection
 from ..library import Trait, TraitLibrary
+from .controls import CONTROL_KIND, load_control_pairs
 
 AXIS_NAME = "assistant_axis"
 MODEL_DEFAULT_PROMPT = "<model default>"  # how the plan shows "no system prompt: the model's own default"
@@ -26,7 +27,7 @@ class TraitEntry:
     """A trait selected for extraction, under the name it is stored as."""
 
     name: str
-    kind: str  # "persona" | "alignment"
+    kind: str  # "persona" | "alignment" | "control"
     trait: Trait
 
 
@@ -46,6 +47,11 @@ def selected_traits(library: TraitLibrary, settings: ExtractSection) -> list[Tra
     return entries
 
 
+def control_entries(settings: ExtractSection) -> list[TraitEntry]:
+    """The control contrasts (none when ``extract.controls`` is off)."""
+    return [TraitEntry(trait.name, CONTROL_KIND, trait) for trait in load_control_pairs()] if settings.controls else []
+
+
 def extraction_questions(library: TraitLibrary, settings: ExtractSection) -> tuple[list[str], set[int]]:
     """The questions asked (a seeded sample of the library's extraction questions) and the indices
     of those held out."""
@@ -61,7 +67,8 @@ def build_plan(library: TraitLibrary, settings: ExtractSection) -> pd.DataFrame:
 
     Columns: ``owner`` (vector name), ``kind`` (persona | alignment | axis), ``side`` (positive |
     negative for traits; default | role for the axis), ``group`` (the role's name, else the side),
-    ``prompt_index``, ``system`` (None: the model's own default system prompt), ``question_index``,
+    ``prompt_index`` (for traits and controls: the instruction pair, the unit the instruction folds
+    hold out), ``system`` (None: the model's own default system prompt), ``question_index``,
     ``question``, ``heldout`` (bool).
     """
     questions, heldout = extraction_questions(library, settings)
@@ -75,14 +82,19 @@ def build_plan(library: TraitLibrary, settings: ExtractSection) -> pd.DataFrame:
                 "heldout": question_index in heldout,
             })
 
-    for entry in selected_traits(library, settings):
+    for entry in [*selected_traits(library, settings), *control_entries(settings)]:
+        pairs = min(len(entry.trait.positive), len(entry.trait.negative))
+        if pairs < settings.n_instruction_pairs:
+            raise ValueError(f"extract.n_instruction_pairs: {entry.name} has only {pairs} prompt pairs")
         for side in ("positive", "negative"):
             prompts = getattr(entry.trait, side)[: settings.n_instruction_pairs]
             for prompt_index, prompt in enumerate(prompts):
                 add(entry.name, entry.kind, side, side, prompt_index, prompt)
 
-    # Assistant Axis: the library's plain assistant prompts plus the model's own default, against roles.
-    defaults: list[str | None] = [*library.default_prompts[: settings.n_default_prompts], None]
+    # Assistant Axis: the library's plain assistant prompts plus the model's own default, against
+    # roles. The published format writes "no system prompt" as "": that is the model's default too.
+    defaults: list[str | None] = list(dict.fromkeys(
+        [*(prompt or None for prompt in library.default_prompts[: settings.n_default_prompts]), None]))
     for prompt_index, prompt in enumerate(defaults):
         add(AXIS_NAME, "axis", "default", "default", prompt_index, prompt)
     roles = list(library.roles)
@@ -124,18 +136,24 @@ def plan_overview(library: TraitLibrary, settings: ExtractSection) -> tuple[str,
     """What notebook 02 shows before extracting: a few lines on the plan (counts, one trait's
     first prompt pair) and the questions table (``question``, ``use``: fit | held out)."""
     entries = selected_traits(library, settings)
+    controls = control_entries(settings)
     questions, heldout = extraction_questions(library, settings)
     plan = build_plan(library, settings)
     example = entries[0]
-    text = "\n".join([
+    lines = [
         f"{len(entries)} traits ({sum(entry.kind == 'alignment' for entry in entries)} alignment), "
-        f"{plan.loc[plan['side'] == 'role', 'group'].nunique()} roles, {len(questions)} questions, "
-        f"{len(plan)} conversations in all",
+        f"{len(controls)} control contrasts, {plan.loc[plan['side'] == 'role', 'group'].nunique()} roles, "
+        f"{len(questions)} questions, {len(plan)} conversations in all",
         "",
         f"Trait {example.name!r}: {example.trait.definition}",
         f"  positive: {example.trait.positive[0]}",
         f"  negative: {example.trait.negative[0]}",
-    ])
+    ]
+    if controls:
+        lines += [f"Control {controls[0].name!r}: {controls[0].trait.definition}",
+                  f"  positive: {controls[0].trait.positive[0]}",
+                  f"  negative: {controls[0].trait.negative[0]}"]
+    text = "\n".join(lines)
     table = pd.DataFrame({"question": questions,
                           "use": ["held out" if index in heldout else "fit" for index in range(len(questions))]})
     return text, table

@@ -1,5 +1,6 @@
-"""Notebook 02's figures: held-out separation by layer and per trait, held-out projections of the
-best and worst traits, the trait-by-trait cosine map, and the traits' cosines with the Assistant Axis.
+"""Notebook 02's figures: held-out separation by layer and per trait (both held-out measures, and
+the control contrasts), held-out projections of the best and worst traits, the trait-by-trait
+cosine map, and the traits' cosines with the Assistant Axis.
 
 Each function saves its figure under a fixed name in the stage folder when one is given (so the
 stage owns its files) and returns it for display.
@@ -9,10 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..core.plots import save_figure
-from .stage import trait_metadata
+from .report import trait_metadata
 from .vectors import (AXIS_COSINES_FIGURE, COSINE_FIGURE, HELDOUT_PROJECTIONS_FIGURE, SEPARATION_BY_LAYER_FIGURE,
                       SEPARATION_PER_TRAIT_FIGURE, TraitVectors)
 
@@ -24,17 +26,23 @@ def _save(fig, folder: str | Path | None, name: str):
 
 
 def plot_separation_by_layer(separation: pd.DataFrame, shared_layer: int, folder: str | Path | None = None):
-    """Left: held-out AUROC by layer (mean over traits, and the Assistant Axis). Right: mean
-    Cohen's d by layer. The dashed line marks the layer the vectors use."""
+    """Left: AUROC on held-out questions by layer (mean over traits, the Assistant Axis, and the mean
+    over control contrasts when there are any). Right: mean Cohen's d by layer. The dashed line marks
+    the layer the vectors use."""
     import matplotlib.pyplot as plt
     import seaborn as sns
     from matplotlib.ticker import MaxNLocator
 
-    by_layer = separation[separation["kind"] != "axis"].groupby("layer")[["auroc", "cohens_d"]].mean().reset_index()
+    traits = separation[separation["kind"].isin(["persona", "alignment"])]
+    by_layer = traits.groupby("layer")[["auroc", "cohens_d"]].mean().reset_index()
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
     sns.lineplot(data=by_layer, x="layer", y="auroc", marker="o", ax=axes[0], label="traits, mean AUROC")
     sns.lineplot(data=separation[separation["kind"] == "axis"], x="layer", y="auroc", marker="s", ax=axes[0],
                  label="Assistant Axis AUROC")
+    controls = separation[separation["kind"] == "control"]
+    if len(controls):
+        sns.lineplot(data=controls.groupby("layer", as_index=False)["auroc"].mean(), x="layer", y="auroc",
+                     marker="^", ax=axes[0], color="grey", label="controls, mean AUROC")
     axes[0].axvline(shared_layer, ls="--", color="grey")
     axes[0].set(title="Held-out separation by layer", ylabel="AUROC (0.5 = chance)", ylim=(0.4, 1.02))
     sns.lineplot(data=by_layer, x="layer", y="cohens_d", marker="o", ax=axes[1], color="C2")
@@ -47,19 +55,28 @@ def plot_separation_by_layer(separation: pd.DataFrame, shared_layer: int, folder
 
 
 def plot_separation_per_trait(vectors: TraitVectors, threshold: float, folder: str | Path | None = None):
-    """Left: histogram of the traits' held-out AUROC (dashed: the threshold). Right: Cohen's d by
-    trait family."""
+    """Left: histograms of the traits' AUROC on held-out questions and on held-out instructions
+    (dashed: the threshold; dotted: the best control contrast's AUROC on each). Right: Cohen's d on
+    held-out instructions (on held-out questions when there is a single pair) by trait family."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     traits = trait_metadata(vectors)
+    long = pd.concat([traits.assign(heldout=label, auroc=traits[f"auroc_heldout_{key}"])
+                      for key, label in (("questions", "held-out questions"), ("instructions", "held-out instructions"))])
+    long = long.dropna(subset=["auroc"])
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
-    sns.histplot(data=traits, x="auroc", hue="kind", bins=20, multiple="stack", ax=axes[0])
+    sns.histplot(data=long, x="auroc", hue="heldout", bins=20, binrange=(0, 1), element="step", ax=axes[0])
     axes[0].axvline(threshold, ls="--", color="grey")
-    axes[0].set(title="Held-out AUROC per trait", xlabel="AUROC")
+    for index, key in enumerate(("questions", "instructions")):
+        best = vectors.controls[f"auroc_heldout_{key}"].astype(float).max()
+        if not np.isnan(best):
+            axes[0].axvline(best, ls=":", color=f"C{index}")
+    axes[0].set(title="AUROC per trait (dotted: best control)", xlabel="AUROC")
+    key = "instructions" if traits["cohens_d_heldout_instructions"].notna().any() else "questions"
     by_category = traits.assign(category=traits["category"].fillna("alignment"))
-    sns.boxplot(data=by_category, x="category", y="cohens_d", ax=axes[1], color="C0")
-    axes[1].set(title="Held-out Cohen's d by trait family", xlabel="", ylabel="Cohen's d")
+    sns.boxplot(data=by_category, x="category", y=f"cohens_d_heldout_{key}", ax=axes[1], color="C0")
+    axes[1].set(title=f"Cohen's d on held-out {key} by trait family", xlabel="", ylabel="Cohen's d")
     axes[1].tick_params(axis="x", rotation=30)
     fig.tight_layout()
     return _save(fig, folder, SEPARATION_PER_TRAIT_FIGURE)
@@ -71,7 +88,7 @@ def plot_heldout_projections(projections: pd.DataFrame, vectors: TraitVectors, f
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    ranked = trait_metadata(vectors).sort_values("auroc", ascending=False)["trait"].tolist()
+    ranked = trait_metadata(vectors).sort_values("auroc_heldout_questions", ascending=False)["trait"].tolist()
     shown = ranked[:4] + ranked[-4:] if len(ranked) > 8 else ranked
     fig, ax = plt.subplots(figsize=(12, 3.8))
     sns.stripplot(data=projections[projections["trait"].isin(shown)], x="trait", y="value", hue="side", order=shown,

@@ -34,22 +34,31 @@ LAYER_CONVENTION = (
     "the last layer is the raw block output, before the final norm)"
 )
 
-# One row per vector in metadata.csv / the safetensors header:
-#   trait, kind (persona | alignment | axis), category (persona family), polarity (alignment traits:
-#   "positive" = expressing the trait is aligned), layer (chosen), auroc / cohens_d (held-out, at that
-#   layer), separates (auroc >= extract.separation_threshold), norm (|raw vector| at that layer),
-#   activation_norm (mean |activation| there, for scale), cos_assistant_axis, n_prompts (conversations
-#   the vector was fitted on, both sides), n_heldout (held-out conversations, both sides),
+# One row per vector in metadata.csv / the safetensors header (controls: controls.csv and the
+# header's "controls", same columns):
+#   trait, kind (persona | alignment | axis | control), category (persona family), polarity
+#   (alignment traits: "positive" = expressing the trait is aligned), layer (chosen),
+#   auroc_heldout_questions / cohens_d_heldout_questions (on held-out questions under the fitting
+#   prompts, at that layer, which these rows also chose), separates_heldout_questions (auroc >=
+#   extract.separation_threshold), auroc_heldout_instructions / cohens_d_heldout_instructions (mean
+#   over instruction folds: held-out pairs and questions, layer chosen on inner rows; nan with one
+#   pair and for the axis), separates_heldout_instructions, n_instruction_folds, norm (|raw vector|
+#   at that layer), activation_norm (mean |activation| there, for scale), cos_assistant_axis,
+#   n_prompts (conversations the vector was fitted on, both sides), n_heldout (held-out-question
+#   conversations, both sides), n_heldout_instructions (test conversations over all folds),
 #   n_dropped_by_judge (response mode).
 METADATA_COLUMNS = (
-    "trait", "kind", "category", "polarity", "layer", "auroc", "cohens_d", "separates", "norm",
-    "activation_norm", "cos_assistant_axis", "n_prompts", "n_heldout", "n_dropped_by_judge",
+    "trait", "kind", "category", "polarity", "layer", "auroc_heldout_questions", "cohens_d_heldout_questions",
+    "separates_heldout_questions", "auroc_heldout_instructions", "cohens_d_heldout_instructions",
+    "separates_heldout_instructions", "n_instruction_folds", "norm", "activation_norm", "cos_assistant_axis",
+    "n_prompts", "n_heldout", "n_heldout_instructions", "n_dropped_by_judge",
 )
 
 
 @dataclass
 class TraitVectors:
-    """Trait directions with their metadata, read from ``<run>/traits/vectors.safetensors``.
+    """Trait directions with their metadata, read from ``<run>/traits/vectors.safetensors``
+    (the control contrasts are in :attr:`controls`, never among the vectors).
 
     Like repeng's ``ControlVector``: a direction object that knows which model, layers and method
     produced it. Each vector is the raw mean difference ``[L, H]`` for every layer; ``layer_of``
@@ -162,10 +171,32 @@ class TraitVectors:
             return []
         return [self.path.parent / name for name in FIGURES if (self.path.parent / name).is_file()]
 
-    def separating(self) -> list[str]:
-        """Trait names whose held-out AUROC reached the threshold."""
-        table = self.metadata
-        return [name for name in self.trait_names if bool(table.loc[name, "separates"])]
+    def separating(self, heldout: str = "instructions") -> list[str]:
+        """Trait names whose held-out AUROC reached the threshold, on held-out ``"instructions"``
+        (pairs and questions unseen; none with a single instruction pair) or ``"questions"``."""
+        if heldout not in ("instructions", "questions"):
+            raise ValueError(f"heldout must be 'instructions' or 'questions', got {heldout!r}")
+        flags = self.metadata[f"separates_heldout_{heldout}"].eq(True)  # nan (a file without the column): no
+        return [name for name in self.trait_names if flags.loc[name]]
+
+    @property
+    def controls(self) -> pd.DataFrame:
+        """The control contrasts' rows (``METADATA_COLUMNS``), extracted and scored like the traits
+        but stored only as metadata: they are never vectors, so nothing projects on them."""
+        return metadata_frame(self.info.get("controls") or [])
+
+
+_TEXT_COLUMNS = ("trait", "kind", "category", "polarity")
+
+
+def metadata_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Metadata rows as stored in the header (JSON, nan written as null) back as a table: numeric
+    columns numeric again (a column of nulls, e.g. Cohen's d of one-per-side folds, is nan)."""
+    table = pd.DataFrame(list(records), columns=list(METADATA_COLUMNS))
+    for column in METADATA_COLUMNS:
+        if column not in _TEXT_COLUMNS and not column.startswith("separates"):
+            table[column] = pd.to_numeric(table[column], errors="coerce")
+    return table
 
 
 def _find_vectors_file(path: str | Path) -> Path:
@@ -187,7 +218,7 @@ def load_trait_vectors(path: str | Path) -> TraitVectors:
             raise ValueError(f"{file}: not a traitspace trait-vector file (format {header.get('format')!r})")
         vectors = {name: handle.get_tensor(name) for name in handle.keys()}
     records = json.loads(header["vectors"])
-    metadata = pd.DataFrame(records, columns=list(METADATA_COLUMNS)).set_index("trait", drop=False)
+    metadata = metadata_frame(records).set_index("trait", drop=False)
     order = [record["trait"] for record in records]
     info: dict[str, Any] = {}
     for key, value in header.items():

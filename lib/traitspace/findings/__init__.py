@@ -30,8 +30,10 @@ from .correlations import spearman_matrix, trait_behaviour_spearman
 from .evaluation import MonitorEvaluation, danger_scale, evaluate_monitors, monitor_evaluation, monitor_rows
 from .explorer import trait_explorer
 from .export import save_findings_tables, save_monitor_artifacts
-from .inputs import FindingsInputs, RunTables, load_behaviour_rates, load_inputs, load_run_tables, stage_figures
+from .inputs import FindingsInputs, RunTables, SeedLevel, load_behaviour_rates, load_inputs, load_run_tables, stage_figures
 from .limitations import limitations
+from .seed_level import seed_level_sentences, seed_level_tables
+from .seed_timing import SeedTiming, seed_level_timing, seed_timing_table, seed_timings
 from .monitor import MonitorTable, build_monitor_table, leave_one_group_out_eval
 from .plots import plot_monitor, plot_spearman, plot_timing
 from .report import Report, write_report
@@ -57,7 +59,7 @@ __all__ = [
     "limitations", "load_behaviour_rates", "load_inputs", "load_run_tables", "monitor_evaluation",
     "monitor_feature_sets", "monitor_figure", "monitor_rows", "norm_drift", "open_stage", "pca_features",
     "plot_monitor", "plot_spearman", "plot_timing", "random_direction_features", "raw_activation_drift",
-    "save_findings_tables", "save_monitor_artifacts", "signed_prompt_matrix", "spearman_figure",
+    "save_findings_tables", "SeedLevel", "SeedTiming", "seed_level_timing", "seed_timing_table", "seed_timings", "seed_level_sentences", "seed_level_tables", "save_monitor_artifacts", "signed_prompt_matrix", "spearman_figure",
     "spearman_matrix", "stage_figures", "timing_figure", "timing_table", "trait_behaviour_spearman",
     "trait_explorer", "write_report",
 ]

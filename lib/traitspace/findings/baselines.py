@@ -133,6 +133,8 @@ def monitor_feature_sets(
     aligned = [trait for trait in alignment_traits if trait in features.columns]
     if aligned:
         sets[f"alignment traits ({len(aligned)})"] = (features[aligned].to_numpy(), None)
+        # Paper 001's monitor: |PC1| of the alignment cluster's drift (beside the library-wide PC1).
+        sets["|PC1| of alignment-trait drift"] = (features[aligned].to_numpy(), AbsProjection())
     if raw_drift is not None:
         raw = raw_drift.to_numpy(dtype=float)
         sets["activation-norm drift"] = (norm_drift(raw).reshape(-1, 1), None)

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .baselines import monitor_feature_sets, raw_activation_drift
+from .baselines import monitor_feature_sets, random_direction_features, raw_activation_drift
 from .monitor import MonitorTable, build_monitor_table, leave_one_group_out_eval
 
 
@@ -30,13 +30,15 @@ def evaluate_monitors(
     models: Sequence[str] = ("logistic", "random_forest", "ridge"),
     seed: int = 0,
     n_boot: int = 1000,
+    clusters: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Leave-one-group-out AUROC, FNR and FPR (bootstrap 95% intervals) per feature set and model."""
+    """Leave-one-group-out AUROC, FNR and FPR per feature set and model, with 95% intervals from a
+    cluster bootstrap over ``clusters`` (the runs)."""
     rows = []
     for name, (matrix, feature_step) in feature_sets.items():
         for model in models:
             result = leave_one_group_out_eval(matrix, labels, groups, model=model, seed=seed,
-                                              n_boot=n_boot, feature_step=feature_step)
+                                              n_boot=n_boot, feature_step=feature_step, clusters=clusters)
             rows.append({
                 "features": name, "model": model, "n_rows": result["n_rows"], "n_dangerous": result["n_positive"],
                 "folds": result["n_folds"],
@@ -86,6 +88,32 @@ def danger_scale(rate_rows: pd.DataFrame, relative_to: str) -> pd.DataFrame:
     return rate_rows.assign(em_rate=rate_rows["em_rate"].to_numpy() - base.reindex(keys).to_numpy())
 
 
+def random_direction_distribution(raw: np.ndarray, labels: np.ndarray, groups: pd.DataFrame, n_draws: int,
+                                  seed: int = 0) -> np.ndarray:
+    """Held-out-dataset AUROC of a logistic monitor on 7 random activation directions, for
+    ``n_draws`` independent draws: the distribution a 7-trait set has to be placed in (one draw says
+    little). Returns the AUROCs (nan where a draw's AUROC is undefined)."""
+    aurocs = np.full(n_draws, np.nan)
+    if labels.all() or not labels.any():
+        return aurocs
+    for draw in range(n_draws):
+        features = random_direction_features(raw, k=7, seed=seed + 1 + draw)
+        aurocs[draw] = leave_one_group_out_eval(features, labels, groups[["dataset"]], model="logistic", seed=seed,
+                                                n_boot=1)["auroc"]
+    return aurocs
+
+
+def with_random_percentile(results: pd.DataFrame, random_aurocs: np.ndarray) -> pd.DataFrame:
+    """``random_percentile``: the share of random-direction draws whose AUROC is below each row's
+    (held-out-dataset, logistic rows only; nan elsewhere or without draws)."""
+    finite = random_aurocs[np.isfinite(random_aurocs)]
+    percentile = np.full(len(results), np.nan)
+    if finite.size:
+        chosen = (results["held_out"] == "dataset") & (results["model"] == "logistic")
+        percentile[chosen.to_numpy()] = [100 * float(np.mean(finite < value)) for value in results.loc[chosen, "auroc"]]
+    return results.assign(random_percentile=percentile, n_random_draws=int(finite.size))
+
+
 def monitor_evaluation(inputs, settings, seed: int = 0) -> MonitorEvaluation:
     """Every feature set and model on the checkpoints of the main and extra runs
     (``inputs``: :class:`~.inputs.FindingsInputs`; ``settings``: the params' findings section)."""
@@ -111,10 +139,13 @@ def monitor_evaluation(inputs, settings, seed: int = 0) -> MonitorEvaluation:
     per_scheme = []
     for name, columns in schemes.items():
         scheme_results = evaluate_monitors(sets, table.labels, groups[columns], models=settings.monitor_models,
-                                           seed=seed, n_boot=settings.n_boot)
+                                           seed=seed, n_boot=settings.n_boot, clusters=groups[["dataset", "seed"]])
         scheme_results.insert(0, "held_out", name)
         per_scheme.append(scheme_results)
     results = pd.concat(per_scheme, ignore_index=True)
+    random_baseline = random_direction_distribution(raw_matrix.to_numpy(dtype=float), table.labels, groups,
+                                                    settings.n_random_draws, seed=seed)
+    results = with_random_percentile(results, random_baseline)
     n_groups = len(groups[["dataset", "seed"]].drop_duplicates())
     description = (f"{len(table.labels)} evaluated trained checkpoints (the base model, drift 0 by construction, left "
                    f"out) from {n_groups} (dataset, seed) runs, "
@@ -122,5 +153,8 @@ def monitor_evaluation(inputs, settings, seed: int = 0) -> MonitorEvaluation:
                    f"{' minus the base model' if settings.danger_relative_to == 'base' else ''} > "
                    f"{settings.danger_threshold}); "
                    f"raw-activation baselines read layer {layer}. Folds hold out one dataset with all its seeds"
-                   f"{' and, separately, one seed with all its datasets' if 'seed' in schemes else ''}.")
+                   f"{' and, separately, one seed with all its datasets' if 'seed' in schemes else ''}; each fold "
+                   f"chooses its decision threshold on its training rows; intervals resample whole runs. "
+                   f"'random_percentile': where a feature set's logistic AUROC falls among {settings.n_random_draws} "
+                   f"draws of 7 random activation directions (same folds).")
     return MonitorEvaluation(results, table, list(table.features.columns), description)

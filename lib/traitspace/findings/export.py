@@ -12,14 +12,16 @@ import pandas as pd
 from ..core.artifacts import atomic_path, atomic_write_json, atomic_write_text
 from .evaluation import MonitorEvaluation
 
-TABLE_FILES = ("fingerprint_timing", "monitor_results", "trait_behaviour_spearman")
+TABLE_FILES = ("fingerprint_timing", "monitor_results", "trait_behaviour_spearman", "seed_timing")
 
 
 def save_findings_tables(out_dir, fingerprint_timing: pd.DataFrame, monitor_results: pd.DataFrame,
-                         spearman: pd.DataFrame) -> list:
+                         spearman: pd.DataFrame, seed_timing: pd.DataFrame | None = None) -> list:
     """The report's tables as CSV files for writeups and later analysis: fingerprint_timing.csv
-    (:func:`~.timing.timing_table`), monitor_results.csv and trait_behaviour_spearman.csv (atomic writes)."""
-    tables = dict(zip(TABLE_FILES, (fingerprint_timing, monitor_results, spearman)))
+    (:func:`~.timing.timing_table`), monitor_results.csv, trait_behaviour_spearman.csv and
+    seed_timing.csv (:func:`~.seed_timing.seed_timing_table`) (atomic writes)."""
+    tables = dict(zip(TABLE_FILES, (fingerprint_timing, monitor_results, spearman,
+                                    seed_timing if seed_timing is not None else pd.DataFrame())))
     return [atomic_write_text(Path(out_dir) / f"{stem}.csv", table.to_csv(index=False)) for stem, table in tables.items()]
 
 

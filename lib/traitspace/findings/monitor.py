@@ -124,15 +124,30 @@ def _group_labels(groups: np.ndarray | pd.Series | pd.DataFrame) -> np.ndarray:
     return np.asarray(groups)
 
 
-def _pooled_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
-    """AUROC, FNR and FPR for each row of (resamples, rows) label and score matrices.
+def training_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The decision threshold a fold learns from its own training rows: the score cut that maximises
+    Youden's J (true-positive rate minus false-positive rate) there, midway between adjacent scores,
+    so FNR and FPR on the held-out rows are out-of-fold numbers."""
+    from sklearn.metrics import roc_curve
+
+    false_positive, true_positive, cuts = roc_curve(labels, scores)
+    best = int(np.argmax(true_positive - false_positive))
+    ordered = np.unique(scores)
+    above = ordered[ordered >= cuts[best]]
+    below = ordered[ordered < cuts[best]]
+    # roc_curve predicts positive for score >= cut; we predict for score > threshold.
+    return float((above[0] + below[-1]) / 2) if len(below) and len(above) else float(cuts[best]) - 1e-12
+
+
+def _pooled_metrics(labels: np.ndarray, scores: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """AUROC, FNR and FPR for each row of (resamples, rows) label, score and prediction matrices.
 
     AUROC is :func:`traitspace.core.stats.mann_whitney_auroc` along each row (one bootstrap resample
     per row). Returns shape (resamples, 3), nan where a resample lacks the class a metric needs.
     """
     n_positive = labels.sum(axis=1)
     n_negative = labels.shape[1] - n_positive
-    predicted_positive = scores > threshold
+    predicted_positive = predicted
     with np.errstate(divide="ignore", invalid="ignore"):
         fnr = (~predicted_positive & labels).sum(axis=1) / n_positive
         fpr = (predicted_positive & ~labels).sum(axis=1) / n_negative
@@ -149,22 +164,26 @@ def leave_one_group_out_eval(
     ci: float = 0.95,
     feature_step: TransformerMixin | None = None,
     model_params: dict | None = None,
+    clusters: np.ndarray | pd.Series | pd.DataFrame | None = None,
 ) -> dict:
     """Leave-one-group-out evaluation of a dangerous-checkpoint classifier.
 
     Each fold trains Pipeline([feature_step,] StandardScaler, model) on all groups but one and
     scores the held-out group; the out-of-fold scores of all folds are pooled and scored once.
-    Scores are the positive-class probability (logistic, random_forest; decision at 0.5) or
-    RidgeClassifier's decision_function (ridge; decision at 0). A row is predicted dangerous
-    when its score is strictly above the decision threshold, matching sklearn's predict.
+    Scores are the positive-class probability (logistic, random_forest) or RidgeClassifier's
+    decision_function (ridge). A held-out row is predicted dangerous when its score is strictly
+    above the threshold its fold chose on its training rows (:func:`training_threshold`), so FNR
+    and FPR are out-of-fold.
 
     A training fold whose labels have a single class cannot fit a classifier; its held-out
     rows get that class's constant score (1.0 / 0.0 for probabilities, +1 / -1 for ridge), i.e.
     the only prediction the training data supports. Such folds are listed in
     ``one_class_folds``.
 
-    Intervals are percentile bootstraps over pooled rows (resampling rows of the out-of-fold
-    table, not refitting); resamples in which a metric is undefined are skipped.
+    Intervals are percentile cluster bootstraps over ``clusters`` (default: the groups; pass the
+    runs, e.g. dataset and seed): whole runs are resampled, because checkpoints of one run are not
+    independent. The out-of-fold table is resampled, not refitted; resamples in which a metric is
+    undefined are skipped.
 
     Args:
         X: shape (rows, features).
@@ -196,9 +215,9 @@ def leave_one_group_out_eval(
     n_folds = splitter.get_n_splits(features, labels, group_labels)
     if n_folds < 2:
         raise ValueError(f"leave_one_group_out_eval: need at least two groups, got {n_folds}")
-    threshold = 0.0 if model == "ridge" else 0.5
     _make_model(model, seed, model_params)  # reject bad model settings before any fitting
     oof_scores = np.full(len(labels), np.nan)
+    oof_predicted = np.zeros(len(labels), dtype=bool)
     one_class_folds: list[str] = []
     for train_index, test_index in splitter.split(features, labels, group_labels):
         train_labels = labels[train_index]
@@ -206,6 +225,7 @@ def leave_one_group_out_eval(
             only_class = bool(train_labels[0])
             constant = (1.0 if only_class else -1.0) if model == "ridge" else float(only_class)
             oof_scores[test_index] = constant
+            oof_predicted[test_index] = only_class
             one_class_folds.append(str(group_labels[test_index][0]))
             continue
         # A fresh clone per fold, so no fitted state carries from one fold into the next.
@@ -213,7 +233,9 @@ def leave_one_group_out_eval(
         steps += [("scale", StandardScaler()), ("model", _make_model(model, seed, model_params))]
         pipeline = Pipeline(steps)
         pipeline.fit(features[train_index], train_labels)
+        fold_threshold = training_threshold(train_labels, _scores(pipeline, model, features[train_index]))
         oof_scores[test_index] = _scores(pipeline, model, features[test_index])
+        oof_predicted[test_index] = oof_scores[test_index] > fold_threshold
 
     undefined: dict[str, str] = {}
     has_positive, has_negative = labels.any(), (~labels).any()
@@ -226,9 +248,14 @@ def leave_one_group_out_eval(
         undefined["fpr"] = "no safe checkpoint, so no false positives are possible"
 
     auroc_value, fnr_value, fpr_value = (float(x) for x in _pooled_metrics(
-        labels[None, :], oof_scores[None, :], threshold)[0])
-    rows = np.random.default_rng(seed).integers(0, len(labels), size=(n_boot, len(labels)))
-    resampled = _pooled_metrics(labels[rows], oof_scores[rows], threshold)
+        labels[None, :], oof_scores[None, :], oof_predicted[None, :])[0])
+    cluster_labels = _group_labels(clusters) if clusters is not None else group_labels
+    members = [np.flatnonzero(cluster_labels == name) for name in np.unique(cluster_labels)]
+    generator = np.random.default_rng(seed)
+    resampled = np.full((n_boot, 3), np.nan)
+    for draw in range(n_boot):
+        rows = np.concatenate([members[index] for index in generator.integers(0, len(members), len(members))])
+        resampled[draw] = _pooled_metrics(labels[None, rows], oof_scores[None, rows], oof_predicted[None, rows])[0]
     tail = 100 * (1 - ci) / 2
 
     def interval(column: int, name: str) -> tuple[float, float]:
@@ -243,7 +270,8 @@ def leave_one_group_out_eval(
         "n_rows": int(len(labels)),
         "n_positive": int(labels.sum()),
         "n_folds": int(n_folds),
-        "threshold": threshold,
+        "n_clusters": len(members),
+        "threshold": "chosen per fold on its training rows (Youden's J)",
         "oof_scores": oof_scores,
         "auroc": auroc_value,
         "auroc_ci": interval(0, "auroc"),

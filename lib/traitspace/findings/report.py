@@ -19,6 +19,7 @@ import pandas as pd
 from ..core.artifacts import atomic_write_text, provenance
 from .evaluation import MonitorEvaluation
 from .limitations import limitations
+from .seed_level import seed_level_sentences, seed_level_tables
 from .stage import monitor_figure, timing_figure
 from .timing import timing_table
 
@@ -137,7 +138,8 @@ def _figure_caption(path: Path) -> str:
     return f"{path.parent.name}/{path.stem}".replace("__", " · ").replace("_", " ")
 
 
-def write_report(config, inputs, timings, monitor: MonitorEvaluation, spearman: pd.DataFrame, out_dir):
+def write_report(config, inputs, timings, monitor: MonitorEvaluation, spearman: pd.DataFrame, out_dir,
+                 seed_timings: dict | None = None):
     """``findings/report.md`` and ``findings/report.html`` (``inputs``: :class:`~.inputs.FindingsInputs`;
     ``timings``: :func:`~.timing.fingerprint_and_behaviour`)."""
     out_dir = Path(out_dir)
@@ -147,16 +149,22 @@ def write_report(config, inputs, timings, monitor: MonitorEvaluation, spearman: 
     report.text(f"Model `{config.model.source}`; conditions {', '.join(conditions)}; "
                 f"{main.projections['step'].nunique()} checkpoints projected on "
                 f"{main.projections['trait'].nunique()} directions; params hash `{config.params_hash()}`.")
-    report.heading("Fingerprint and lead time")
+    report.heading("What the EM data did, across training seeds")
+    for sentence in seed_level_sentences(inputs.seed_level):
+        report.text(sentence)
+    for caption, table in seed_level_tables(inputs.seed_level, config.project.top_k).items():
+        report.table(table, caption)
+    report.heading("Lead time, matched tests across seeds")
+    for timing in (seed_timings or {}).values():
+        report.text(timing.sentence)
+        if timing.testable:
+            report.table(timing.per_seed, f"{timing.em} vs {timing.control}: per held-out seed")
+    report.heading("Fingerprint and lead time within the first seed's runs (descriptive)")
     for (em, control), timing in timings.items():
         report.text(f"**{em} vs {control}.** {timing.sentence}")
         if timing_figure(out_dir, em).is_file():
             report.figure(timing_figure(out_dir, em), f"{em}: fingerprint (top) and EM rate (bottom)")
     report.table(timing_table(timings), "Fingerprint and behaviour crossings")
-    report.heading("Top trait shifts (EM minus control, final step)")
-    for (em, control), top in sorted(main.top_shifts.items()):
-        report.table(top.head(config.project.top_k)[["trait", "differential", "ci_low", "ci_high", "q_value", "direction"]],
-                     f"{em} vs {control}: 95% bootstrap intervals, BH q-values")
     for (em, control), decomposition in sorted(main.decomposition.items()):
         report.table(decomposition.tail(1), f"decomposition__{em}: shared vs specific drift at the final step")
     report.heading("Behaviour")
@@ -174,7 +182,8 @@ def write_report(config, inputs, timings, monitor: MonitorEvaluation, spearman: 
     if monitor_figure(out_dir).is_file():
         report.figure(monitor_figure(out_dir), "Monitor AUROC with 95% intervals")
     if len(spearman):
-        report.table(spearman.sort_values("p_value").head(15), "Strongest trait-behaviour Spearman correlations")
+        report.table(spearman.sort_values("p_value").head(15), "Strongest trait-behaviour Spearman correlations "
+                     "(q: BH over all tests; partial: controlling for the training step)")
     report.heading("Figures from notebooks 00-04")
     for path in inputs.figures:
         report.figure(path, _figure_caption(path))

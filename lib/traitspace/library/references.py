@@ -1,5 +1,5 @@
 """The names a params file uses, checked against what exists: trait names and counts against the
-built-in trait library, fine-tuning conditions against the dataset registry.
+trait library ``extract.library`` names, fine-tuning conditions against the dataset registry.
 
 :func:`traitspace.core.config.load_config` validates the shape of a params file and then calls
 :func:`check_references`, so an unknown trait or dataset is rejected, with the file and the key,
@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 
 from ..core.config import ConfigError, RunConfig, looks_like_file
-from .traits import load_builtin_library
+from .traits import TraitLibraryError, load_library
 
 __all__ = ["check_references", "reference_problems"]
 
@@ -33,7 +33,10 @@ def reference_problems(config: RunConfig) -> list[tuple[str, str, object]]:
 
 def _extract_problems(config: RunConfig) -> list[tuple[str, str, object]]:
     settings = config.extract
-    library = load_builtin_library()  # pure data; parsed once and cached
+    try:
+        library = load_library(settings.library)  # pure data; the built-in one is parsed once and cached
+    except TraitLibraryError as error:
+        return [("extract.library", str(error), settings.library)]
     problems: list[tuple[str, str, object]] = []
 
     known = {trait.name for trait in library.all_traits}

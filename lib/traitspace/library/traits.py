@@ -45,6 +45,7 @@ __all__ = [
     "TraitLibraryError",
     "load_assistant_axis_folder",
     "load_builtin_library",
+    "load_library",
     "load_library_folder",
 ]
 
@@ -208,6 +209,18 @@ def _load_yaml_folder(folder: Path) -> TraitLibrary:
         extraction_questions=tuple(questions.extraction),
         projection_questions=tuple(questions.projection),
     )
+
+
+def load_library(source: str | os.PathLike[str]) -> TraitLibrary:
+    """The library a params file names (``extract.library``): ``"builtin"``, a folder holding the
+    built-in YAML files, or a folder in the published Assistant Axis layout (told apart by whether
+    ``persona_traits.yaml`` is present)."""
+    if str(source) == "builtin":
+        return load_builtin_library()
+    folder = Path(source).expanduser()
+    if (folder / PERSONA_TRAITS_FILE).is_file():
+        return load_library_folder(folder)
+    return load_assistant_axis_folder(folder)
 
 
 # ----------------------------------------------------------------------------------------------

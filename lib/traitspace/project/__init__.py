@@ -2,13 +2,15 @@
 
 Output folder ``outputs/<run>/projections/``:
 
-- ``projections.parquet``: condition, step, trait, layer, prompt, value, act_norm (one row per
-  checkpoint x trait x projection prompt; step 0 of each condition is the shared base model);
-- ``drift.parquet``: condition, step, trait, drift, base_norm, drift_pct_of_norm;
-- ``top_shifts__<em>__vs__<control>.csv`` and ``decomposition__<em>.csv`` per EM/control pair,
-  ``assistant_axis.csv``, ``pca_coordinates.csv`` (:mod:`.analysis`);
+- ``projections.parquet``: condition, seed, step, trait, layer, prompt, value, act_norm (one row per
+  checkpoint x trait x projection prompt; step 0 of each trail is the shared base model);
+- ``drift.parquet``: condition, seed, step, trait, drift, base_norm, drift_pct_of_norm;
+- per EM/control pair (:mod:`.analysis`): ``top_shifts__<em>__vs__<control>.csv`` (seed-level test at
+  the final step), ``seed_shifts_by_step__...csv`` (at every step), ``precision__...csv`` (prompt
+  resampling within each seed's two runs), ``activation_shift__...csv``, ``decomposition__<em>.csv``;
+  ``assistant_axis.csv``, ``pca_coordinates.csv``;
 - ``figures/*.png`` (:mod:`.plots`);
-- ``parts/<condition>/step-<N>.{parquet,json,mean_activation.safetensors}``: the per-checkpoint
+- ``parts/<condition>/seed-<k>/step-<N>.{parquet,json,mean_activation.safetensors}``: the per-checkpoint
   cache (:class:`traitspace.core.parts.CheckpointParts`), with each checkpoint's mean activation;
 - ``manifest.json``: params hash, conditions, the EM -> control pairs, timings.
 
@@ -17,7 +19,7 @@ Later stages read these only through :func:`load_outputs`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -61,10 +63,17 @@ class ProjectionOutputs:
     projections: pd.DataFrame       # as projections.parquet
     drift: pd.DataFrame             # as drift.parquet
     pairs: dict[str, str]           # em -> control
-    mean_activations: dict[tuple[str, int], dict[int, torch.Tensor]]  # (condition, step) -> {layer: [hidden]}
-    top_shifts: dict[tuple[str, str], pd.DataFrame]     # (em, control) -> top_shifts__<em>__vs__<control>.csv
+    mean_activations: dict[tuple[str, int, int], dict[int, torch.Tensor]]  # (condition, seed, step) -> {layer: [hidden]}
+    top_shifts: dict[tuple[str, str], pd.DataFrame]     # (em, control) -> seed-level test at the final step
     decomposition: dict[tuple[str, str], pd.DataFrame]  # (em, control) -> decomposition__<em>.csv
     figures: list[Path]
+    shifts_by_step: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)    # seed-level test per step
+    precision: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)         # prompt resampling per seed
+    activation_shift: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)  # per layer
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(int(seed) for seed in self.projections["seed"].unique())
 
 
 def load_outputs(run_dir: str | Path) -> ProjectionOutputs:
@@ -78,9 +87,11 @@ def load_outputs(run_dir: str | Path) -> ProjectionOutputs:
     projections = pd.read_parquet(folder / "projections.parquet")
     drift = pd.read_parquet(folder / "drift.parquet")
     pairs = dict(read_json(folder / "manifest.json").get("pairs", {}))
-    checkpoints = [Checkpoint(condition, int(step), None)
-                   for condition, step in projections[["condition", "step"]].drop_duplicates().itertuples(index=False)]
+    checkpoints = [Checkpoint(condition, int(step), None, int(seed)) for condition, seed, step
+                   in projections[["condition", "seed", "step"]].drop_duplicates().itertuples(index=False)]
     mean_activations = load_mean_activations(folder / "parts", checkpoints)
-    top_shifts, decomposition = read_pair_tables(folder, pairs)
+    tables = read_pair_tables(folder, pairs)
     figures = sorted((folder / "figures").glob("*.png"))
-    return ProjectionOutputs(projections, drift, pairs, mean_activations, top_shifts, decomposition, figures)
+    return ProjectionOutputs(projections, drift, pairs, mean_activations, tables["top_shifts"],
+                             tables["decomposition"], figures, tables["shifts_by_step"], tables["precision"],
+                             tables["activation_shift"])

@@ -17,13 +17,27 @@ def pair_heatmap(pair: PairAnalysis, top_k: int):
 
 
 def pair_top_shifts(pair: PairAnalysis, top_k: int):
-    """Final-step differential of the k largest increases and decreases with their intervals."""
-    return top_shift_bars(pair.top_shifts, top_k, title=f"{pair.em} vs {pair.control} at step {pair.final_step}")
+    """Final-step differential (mean over seeds) of the k largest increases and decreases, with the
+    t interval across seeds (none with one seed)."""
+    if pair.testable:
+        xlabel = f"EM - control drift, 95% interval across {pair.n_seeds} seeds (* beats the seed-pair null, BH q < 0.05)"
+    else:
+        xlabel = "EM - control drift of one pair of runs (one seed: no interval, no test)"
+    return top_shift_bars(pair.top_shifts, top_k, title=f"{pair.em} vs {pair.control} at step {pair.final_step}",
+                          xlabel=xlabel)
 
 
 def assistant_axis_figure(axis):
-    return trajectory_lines(axis, "step", "projection", "condition", "Assistant Axis over training",
-                            "projection on the Assistant Axis (95% CI)", band=("low", "high"))
+    """One line per trail (colour: condition, style: seed); the seeds' spread is the yardstick."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.lineplot(data=axis, x="step", y="projection", hue="condition", style="seed", marker="o", ax=ax)
+    ax.set(title="Assistant Axis over training (one line per training seed)", xlabel="training step",
+           ylabel="mean projection on the Assistant Axis")
+    fig.tight_layout()
+    return fig
 
 
 def pca_figure(analysis: ProjectionAnalysis):

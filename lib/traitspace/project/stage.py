@@ -1,16 +1,17 @@
-"""Notebook 03's measurement: every checkpoint of every condition projected into trait space.
+"""Notebook 03's measurement: every checkpoint of every trail (condition x training seed) projected
+into trait space.
 
 The base model is loaded once; each checkpoint's LoRA adapter is swapped in
 (:class:`traitspace.core.models.AdapterSwitcher`), the projection questions (disjoint from the
 extraction questions) are run through one batched capture at the union of the traits' layers, and
 each activation is projected onto the unit trait vector at that trait's layer.
 
-Output: one tidy table with columns ``condition, step, trait, layer, prompt, value, act_norm``
+Output: one tidy table with columns ``condition, seed, step, trait, layer, prompt, value, act_norm``
 (``act_norm`` = the activation's L2 norm at that layer, for the norm-rescaled drift of paper 001),
 and its drift table. Each checkpoint is one part of a :class:`traitspace.core.parts.CheckpointParts`
 folder (``projections/parts/``) with its mean activation attached, so an interrupted run resumes,
 a checkpoint already projected with the same params is not recomputed, and the base model (step 0
-of every condition) is projected once.
+of every trail) is projected once.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..core.checkpoints import Checkpoint
 from ..core.hooks import capture_conversations
 from ..core.parts import CheckpointParts, combine_fingerprint
 from ..core.traits import project_at_layers
+from ..em_data.registry import resolve_pairs  # noqa: F401  (re-exported: the pairs a projection analyses)
 from .analysis import ProjectionAnalysis, analyse_projections, write_analysis
 from .plots import save_projection_figures
 
@@ -103,7 +105,7 @@ def project_checkpoints(
     for checkpoint in iterator:
         fingerprint = checkpoint_fingerprint(params_hash, checkpoint)
         if parts.is_fresh(checkpoint, fingerprint):
-            continue  # includes step 0 of a second condition: the base model was projected once
+            continue  # includes step 0 of every trail after the first: the base model was projected once
         with switcher.use(checkpoint.adapter_path):
             replies = None
             if pooling == "response":
@@ -118,6 +120,7 @@ def project_checkpoints(
             )
         frame = project_activations(activations, unit_vectors, trait_layers)
         frame.insert(0, "step", checkpoint.step)
+        frame.insert(0, "seed", checkpoint.seed)
         frame.insert(0, "condition", checkpoint.condition)
         # The mean raw activation per layer is kept too (a few KB): the monitor's raw-activation
         # baselines (PCA of activations, activation-norm drift) are computed from it.
@@ -127,66 +130,56 @@ def project_checkpoints(
     return load_projection_parts(parts.folder, checkpoints)
 
 
-def load_mean_activations(parts_dir: Path, checkpoints: Sequence[Checkpoint]) -> dict[tuple[str, int], dict[int, torch.Tensor]]:
-    """{(condition, step): {layer: mean activation over the projection prompts [hidden]}}."""
+def load_mean_activations(parts_dir: Path, checkpoints: Sequence[Checkpoint]
+                          ) -> dict[tuple[str, int, int], dict[int, torch.Tensor]]:
+    """{(condition, seed, step): {layer: mean activation over the projection prompts [hidden]}}."""
     parts = CheckpointParts(parts_dir)
     result = {}
     for checkpoint in checkpoints:
         stored = load_file(str(parts.attachment_path(checkpoint, MEAN_ACTIVATION)))
-        result[(checkpoint.condition, checkpoint.step)] = {int(key.split("_")[1]): value for key, value in stored.items()}
+        result[(checkpoint.condition, checkpoint.seed, checkpoint.step)] = {int(key.split("_")[1]): value for key, value in stored.items()}
     return result
 
 
 def load_projection_parts(parts_dir: Path, checkpoints: Sequence[Checkpoint]) -> pd.DataFrame:
     parts = CheckpointParts(parts_dir)
     frames = [parts.read(checkpoint) for checkpoint in checkpoints]
-    return pd.concat(frames, ignore_index=True).sort_values(["condition", "step", "trait", "prompt"]).reset_index(drop=True)
+    table = pd.concat(frames, ignore_index=True)
+    return table.sort_values(["condition", "seed", "step", "trait", "prompt"]).reset_index(drop=True)
 
 
 def norm_rescaled_drift_table(projections: pd.DataFrame) -> pd.DataFrame:
-    """Per condition, step, trait: mean drift from step 0 and the same drift as a percentage of the
-    step-0 activation norm at that trait's layer (paper 001's norm-rescaled drift)."""
-    from ..core.trajectory import drift, norm_rescaled_drift
+    """Per trail (condition, seed), step, trait: mean drift from step 0 and the same drift as a
+    percentage of the step-0 activation norm at that trait's layer (paper 001's norm-rescaled drift)."""
+    from ..core.trajectory import drift, norm_rescaled_drift, trail_keys
 
-    drifts = drift(projections[["condition", "step", "trait", "prompt", "value"]])
-    base_norms = (projections[projections["step"] == 0].groupby(["condition", "trait"])["act_norm"].mean()
+    trail = trail_keys(projections)
+    drifts = drift(projections[[*trail, "step", "trait", "prompt", "value"]])
+    base_norms = (projections[projections["step"] == 0].groupby([*trail, "trait"])["act_norm"].mean()
                   .rename("base_norm").reset_index())
-    table = drifts.merge(base_norms, on=["condition", "trait"], how="left")
+    table = drifts.merge(base_norms, on=[*trail, "trait"], how="left")
     table["drift_pct_of_norm"] = norm_rescaled_drift(table["drift"].to_numpy(), table["base_norm"].to_numpy())
     return table
-
-
-def resolve_pairs(pairs: dict[str, str] | None, conditions: Sequence[str]) -> dict[str, str]:
-    """EM condition -> matched control, either as configured (checked against the trained
-    conditions) or the built-in pairs present among them."""
-    if pairs:
-        missing = sorted({name for pair in pairs.items() for name in pair} - set(conditions))
-        if missing:
-            raise KeyError(f"project.pairs names conditions without checkpoints: {missing}; trained: {list(conditions)}")
-        return dict(pairs)
-    from ..em_data import EM_CONTROL_PAIRS
-
-    return {em: control for em, control in EM_CONTROL_PAIRS.items() if em in conditions and control in conditions}
 
 
 # -- the stage (what notebook 03 calls) -------------------------------------------------------------
 @dataclass
 class ProjectionResult:
-    table: pd.DataFrame          # condition, step, trait, layer, prompt, value, act_norm
-    drift: pd.DataFrame          # condition, step, trait, drift, base_norm, drift_pct_of_norm
+    table: pd.DataFrame          # condition, seed, step, trait, layer, prompt, value, act_norm
+    drift: pd.DataFrame          # condition, seed, step, trait, drift, base_norm, drift_pct_of_norm
     pairs: dict[str, str]
     questions: list[str]
     seconds_per_checkpoint: float | None
-    mean_activations: dict[tuple[str, int], dict[int, torch.Tensor]]  # (condition, step) -> {layer: [hidden]}
+    mean_activations: dict[tuple[str, int, int], dict[int, torch.Tensor]]  # (condition, seed, step) -> {layer: [hidden]}
     analysis: ProjectionAnalysis | None = None  # notebook 03's tables (written to projections/)
     figures: dict[str, Path] = field(default_factory=dict)  # figure name -> file
 
 
 def run_projection_stage(config, loaded=None, progress: bool = True) -> ProjectionResult:
-    """Project every trained checkpoint onto the run's trait vectors (cached per checkpoint), then
-    write notebook 03's analysis tables and figures; everything lands in ``projections/``."""
+    """Project every trained checkpoint of every trail onto the run's trait vectors (cached per
+    checkpoint), then write notebook 03's analysis tables and figures into ``projections/``."""
     from ..core.artifacts import Stage
-    from ..core.checkpoints import list_checkpoints, list_conditions
+    from ..core.checkpoints import list_conditions, list_trails
     from ..core.models import AdapterSwitcher, load_model
     from .. import extract
     from ..library import load_builtin_library
@@ -201,8 +194,8 @@ def run_projection_stage(config, loaded=None, progress: bool = True) -> Projecti
     questions = list(load_builtin_library().projection_questions)
     if settings.n_questions is not None:
         questions = questions[: settings.n_questions]
-    checkpoints = [checkpoint
-                   for condition in conditions for checkpoint in list_checkpoints(run_dir, condition)]
+    checkpoints = [checkpoint for trail in list_trails(run_dir, conditions, list(config.finetune.seeds))
+                   for checkpoint in trail]
     params_hash = config.params_hash("model", "finetune", "project") + "-" + str(vectors.info.get("params_hash"))
     stage = Stage(run_dir / "projections", params_hash=params_hash)
     pooling = vectors.info.get("pooling", "last_prompt") if settings.pooling == "auto" else settings.pooling
@@ -233,12 +226,14 @@ def run_projection_stage(config, loaded=None, progress: bool = True) -> Projecti
     with atomic_path(stage.path / "drift.parquet") as temporary:
         drift.to_parquet(temporary, index=False)
     pairs = resolve_pairs(settings.pairs, conditions)
-    analysis = analyse_projections(table, pairs, settings, seed=config.run.seed)
+    mean_activations = load_mean_activations(parts.folder, checkpoints)
+    analysis = analyse_projections(table, pairs, settings, seed=config.run.seed, mean_activations=mean_activations,
+                                   unit_vectors=unit_vectors, trait_layers=trait_layers)
     write_analysis(analysis, stage.path)
     figures = save_projection_figures(analysis, stage.path / "figures", top_k=settings.top_k)
-    stage.mark_done({"conditions": conditions, "pairs": pairs, "n_checkpoints": len(checkpoints), "pooling": pooling,
+    stage.mark_done({"conditions": conditions, "seeds": sorted(int(seed) for seed in table["seed"].unique()),
+                     "pairs": pairs, "n_checkpoints": len(checkpoints), "pooling": pooling,
                      "n_traits": len(unit_vectors), "n_questions": len(questions),
                      "seconds_per_new_checkpoint": seconds,
                      "pca_explained_variance": [float(value) for value in analysis.pca.explained_variance_ratio]})
-    mean_activations = load_mean_activations(parts.folder, checkpoints)
     return ProjectionResult(table, drift, pairs, questions, seconds, mean_activations, analysis, figures)
