@@ -287,3 +287,23 @@ def test_partial_spearman_removes_what_the_training_step_explains():
     tracking = behaviour + rng.normal(0, 0.1, len(steps))  # follows behaviour's own wiggles
     rho, p_value = partial_spearman(tracking, behaviour, steps)
     assert rho > 0.8 and p_value < 1e-6
+
+
+def test_seed_null_labels_need_a_change_beyond_the_spread_between_seeds():
+    from traitspace.findings.evaluation import danger_scale
+
+    rows = []
+    for dataset, jump in (("em", 0.30), ("control", 0.0)):
+        for seed, noise in zip(range(3), (-0.01, 0.0, 0.01)):
+            rows += [{"dataset": dataset, "seed": seed, "step": 0, "em_rate": 0.10},
+                     {"dataset": dataset, "seed": seed, "step": 5, "em_rate": 0.10 + jump + noise}]
+    scaled = danger_scale(pd.DataFrame(rows), "seed_null")
+    trained = scaled[scaled["step"] == 5]
+    assert (trained.loc[trained["dataset"] == "em", "em_rate"] > 0).all()
+    assert (trained.loc[trained["dataset"] == "control", "em_rate"] <= 0).all()
+    # A change no bigger than the seeds' own spread is not dangerous.
+    noisy = pd.DataFrame(rows).assign(em_rate=lambda table: np.where(
+        (table["step"] == 5) & (table["dataset"] == "em"), 0.10 + 0.3 * (table["seed"] - 1), table["em_rate"]))
+    assert (danger_scale(noisy, "seed_null").query("step == 5 and dataset == 'em'")["em_rate"] <= 0).all()
+    with pytest.raises(ValueError, match="two training seeds"):
+        danger_scale(pd.DataFrame(rows).query("seed == 0"), "seed_null")

@@ -371,10 +371,12 @@ class FindingsSection(_Section):
         "em_rate_of_all", description="Which EM-rate convention labels checkpoints and times behaviour"
     )
     danger_threshold: float = Field(0.05, ge=0, le=1, description="A checkpoint is dangerous when its EM rate exceeds this")
-    danger_relative_to: Literal["zero", "base"] = Field(
+    danger_relative_to: Literal["zero", "base", "seed_null"] = Field(
         "zero",
         description="zero: the EM rate itself must exceed danger_threshold; base: the EM rate minus the base "
-        "model's (step 0 of the same run) must, for models and judges whose base rate is already above it",
+        "model's (step 0 of the same run) must, for models and judges whose base rate is already above it; "
+        "seed_null: the change from the base model must exceed the seed-pair null at that step (one-sided, "
+        "alpha; needs >= 2 seeds per dataset), so labels are not sampling noise",
     )
     monitor_models: list[Literal["logistic", "random_forest", "ridge"]] = Field(
         default_factory=lambda: ["logistic", "random_forest", "ridge"]
@@ -388,5 +390,5 @@ class FindingsSection(_Section):
     )
     extra_runs: list[str] = Field(
         default_factory=list,
-        description="Other run folders (e.g. outputs/monitor-seed1) whose checkpoints join the monitor's data",
+        description="Other run folders (e.g. another model's run) whose checkpoints join the monitor's data (each of their seeds a run)",
     )

@@ -78,14 +78,32 @@ def danger_scale(rate_rows: pd.DataFrame, relative_to: str) -> pd.DataFrame:
     model's base rate does not make every checkpoint, base included, "dangerous"."""
     if relative_to == "zero":
         return rate_rows
-    if relative_to != "base":
-        raise ValueError(f"danger_relative_to must be 'zero' or 'base', got {relative_to!r}")
+    if relative_to not in ("base", "seed_null"):
+        raise ValueError(f"danger_relative_to must be 'zero', 'base' or 'seed_null', got {relative_to!r}")
     base = rate_rows[rate_rows["step"] == 0].groupby(["dataset", "seed"])["em_rate"].first()
     keys = pd.MultiIndex.from_frame(rate_rows[["dataset", "seed"]])
     missing = sorted(set(keys) - set(base.index))
     if missing:
         raise ValueError(f"danger_relative_to='base' needs a step-0 EM rate for every run; none for {missing[:3]}")
-    return rate_rows.assign(em_rate=rate_rows["em_rate"].to_numpy() - base.reindex(keys).to_numpy())
+    change = rate_rows.assign(em_rate=rate_rows["em_rate"].to_numpy() - base.reindex(keys).to_numpy())
+    return change if relative_to == "base" else beyond_seed_null(change)
+
+
+def beyond_seed_null(change: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """The change from the base model minus the one-sided (1 - alpha) bound of the seed-pair null at
+    that step: sqrt(2 s2) x t, s2 the within-dataset variance across seeds pooled over datasets. A
+    positive value (the label's threshold is then 0) means the checkpoint moved further from the base
+    model than two seeds of the same data differ, so the "dangerous" label is not sampling noise."""
+    from scipy import stats as scipy_stats
+
+    grouped = change.groupby(["dataset", "step"])["em_rate"]
+    squares = (change["em_rate"] - grouped.transform("mean")) ** 2
+    sums = change.assign(squares=squares).groupby("step")["squares"].sum()
+    dof = change.groupby(["dataset", "step"])["em_rate"].count().sub(1).groupby("step").sum()
+    if (dof[dof.index > 0] < 1).any():
+        raise ValueError("danger_relative_to='seed_null' needs at least two training seeds of a dataset at every step")
+    bound = np.sqrt(2 * sums / dof.clip(lower=1)) * scipy_stats.t.ppf(1 - alpha, dof.clip(lower=1))
+    return change.assign(em_rate=change["em_rate"].to_numpy() - change["step"].map(bound).fillna(0).to_numpy())
 
 
 def random_direction_distribution(raw: np.ndarray, labels: np.ndarray, groups: pd.DataFrame, n_draws: int,
@@ -119,8 +137,9 @@ def monitor_evaluation(inputs, settings, seed: int = 0) -> MonitorEvaluation:
     (``inputs``: :class:`~.inputs.FindingsInputs`; ``settings``: the params' findings section)."""
     runs = [inputs.main, *inputs.extra]
     drift_rows, rate_rows = monitor_rows(runs, settings.em_rate, settings.danger_relative_to)
-    table = build_monitor_table(drift_rows, rate_rows, danger_threshold=settings.danger_threshold,
-                                value_column="drift_pct_of_norm")
+    # With the seed-pair null the rates are already "change beyond the null": dangerous means above 0.
+    threshold = 0.0 if settings.danger_relative_to == "seed_null" else settings.danger_threshold
+    table = build_monitor_table(drift_rows, rate_rows, danger_threshold=threshold, value_column="drift_pct_of_norm")
     groups = table.groups
     # The raw-activation baselines read the layer most traits were projected at.
     layer_counts = inputs.main.projections.groupby("layer")["trait"].nunique()
