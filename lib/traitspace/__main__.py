@@ -1,5 +1,5 @@
 """Command line: ``python -m traitspace run params/default.yaml [--only 00 02] [--run-name NAME]
-[--set section.key=value ...]``."""
+[--set section.key=value ...]``; ``python -m traitspace check-reference outputs/reference``."""
 
 from __future__ import annotations
 
@@ -35,7 +35,26 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="settings",
                      help="override one parameter, value read as YAML (e.g. --set extract.mode=response); repeatable")
     commands.add_parser("sync-notebooks", help="regenerate notebooks/*.ipynb from their jupytext .py sources")
+    reference = commands.add_parser(
+        "check-reference", help="compare a finished run of params/reference.yaml with docs/reference_results.json")
+    reference.add_argument("run_dir", help="the run folder, e.g. outputs/reference")
+    reference.add_argument("--params", default="params/reference.yaml", help="the params the run used")
+    reference.add_argument("--expected", default=None, help="reference numbers (default: docs/reference_results.json)")
+    reference.add_argument("--write", action="store_true", help="store this run's numbers as the reference instead")
     args = parser.parse_args(argv)
+
+    if args.command == "check-reference":
+        from .findings.reference import REFERENCE_FILE, check_reference
+
+        checks, summary = check_reference(args.run_dir, args.params, args.expected or REFERENCE_FILE, write=args.write)
+        if args.write:
+            print(f"wrote {args.expected or REFERENCE_FILE}")
+            return 0
+        for check in checks:
+            print(check.line())
+        failed = [check for check in checks if not check.ok]
+        print(f"{len(checks) - len(failed)} of {len(checks)} numbers within tolerance")
+        return 1 if failed else 0
 
     if args.command == "sync-notebooks":
         from .runner import sync_notebooks
