@@ -60,3 +60,10 @@ def test_no_effect_gives_no_crossing_and_too_few_seeds_give_no_test():
     drift, behaviour = synthetic_runs(STEPS[4], STEPS[4], seeds=range(2))
     two = seed_level_timing(drift, behaviour, "em", "control", k=3)
     assert not two.testable and "no lead time can be tested" in two.sentence
+
+
+def test_behaviour_measured_at_one_trained_step_gives_no_order():
+    drift, behaviour = synthetic_runs(STEPS[4], STEPS[4])
+    final_only = behaviour[behaviour["step"].isin([0, STEPS[-1]])]
+    timing = seed_level_timing(drift, final_only, "em", "control", k=3)
+    assert not timing.testable and "at least two" in timing.sentence

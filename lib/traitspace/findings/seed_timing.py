@@ -109,10 +109,11 @@ def seed_level_timing(mean_drift: pd.DataFrame, behaviour: pd.DataFrame, em: str
     pair_behaviour = behaviour[behaviour["condition"].isin([em, control]) & behaviour["seed"].isin(seeds)]
     steps = sorted(set(pair_behaviour.loc[pair_behaviour["step"] > 0, "step"]) & set(mean_drift["step"]))
     empty = pd.DataFrame()
-    if len(seeds) < MIN_SEEDS or not steps:
+    if len(seeds) < MIN_SEEDS or len(steps) < 2:
         why = (f"{len(seeds)} training seed(s) with both measures per condition: holding one out leaves no seed-pair "
                f"null (at least {MIN_SEEDS} are needed)" if len(seeds) < MIN_SEEDS
-               else "behaviour was measured at no trained step that was also projected")
+               else f"behaviour was measured at {len(steps)} trained step(s) that were also projected, and an order "
+               "needs at least two (measure the preference at every checkpoint: behavior.preference_grid: all)")
         return SeedTiming(em, control, behaviour_measure, empty, empty, steps,
                           f"{em} vs {control}: no lead time can be tested: {why}.")
     pair_drift = mean_drift[mean_drift["condition"].isin([em, control]) & mean_drift["seed"].isin(seeds)]
