@@ -102,7 +102,9 @@ def test_checkpoint_parts_cache_by_fingerprint_and_share_the_base(tmp_path):
     assert parts.is_fresh(base_control, "f1") and not parts.is_fresh(base_control, "f2")
     assert list(parts.read(base_control)["condition"]) == ["control", "control"]
     assert parts.attachment_path(base_control, "note.txt").read_text() == "x"
-    assert parts.info(base_em) == {"fingerprint": "f1", "rows": 2, "seconds": 1.5}
+    info = parts.info(base_em)
+    assert {key: info[key] for key in ("fingerprint", "rows", "seconds")} == {"fingerprint": "f1", "rows": 2, "seconds": 1.5}
+    assert info["bytes"] == parts.path(base_em).stat().st_size and len(info["sha256"]) == 64
     parts.write(trained, table.assign(step=3), "f1")
     assert parts.path(trained) == tmp_path / "parts" / "em" / "seed-0" / "step-000003.parquet"
     other_seed = Checkpoint("em", 3, None, seed=2)
@@ -113,6 +115,15 @@ def test_checkpoint_parts_cache_by_fingerprint_and_share_the_base(tmp_path):
     parts.sidecar_path(trained).write_text("{not json")
     assert not parts.is_fresh(trained, "f1") and parts.info(trained) == {}
     assert CheckpointParts(tmp_path / "nothing").read_all().empty
+    # A part damaged after it was written (truncated, or bytes flipped) is stale: measured again, alone.
+    parts.write(trained, table.assign(step=3), "f1")
+    assert parts.is_fresh(trained, "f1") and parts.is_fresh(base_em, "f1")
+    data = bytearray(parts.path(trained).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    parts.path(trained).write_bytes(bytes(data))
+    assert not parts.is_fresh(trained, "f1") and parts.is_fresh(base_em, "f1")
+    parts.path(base_em).write_bytes(parts.path(base_em).read_bytes()[:-10])
+    assert not parts.is_fresh(base_em, "f1")
 
 
 def test_analysis_files_and_figures_read_back_through_load_outputs(setting, tmp_path):

@@ -1,5 +1,6 @@
 """Command line: ``python -m traitspace run params/default.yaml [--only 00 02] [--run-name NAME]
-[--set section.key=value ...]``; ``python -m traitspace check-reference outputs/reference``."""
+[--set section.key=value ...]``; ``python -m traitspace verify outputs/<run>``;
+``python -m traitspace check-reference outputs/reference``."""
 
 from __future__ import annotations
 
@@ -41,7 +42,20 @@ def main(argv: list[str] | None = None) -> int:
     reference.add_argument("--params", default="params/reference.yaml", help="the params the run used")
     reference.add_argument("--expected", default=None, help="reference numbers (default: docs/reference_results.json)")
     reference.add_argument("--write", action="store_true", help="store this run's numbers as the reference instead")
+    verify = commands.add_parser("verify", help="check every stage manifest of a run folder against its files")
+    verify.add_argument("run_dir", help="the run folder, e.g. outputs/default")
     args = parser.parse_args(argv)
+
+    if args.command == "verify":
+        from .core.integrity import verify_run
+
+        checked, problems = verify_run(args.run_dir)
+        for problem in problems:
+            print(problem.line())
+        stages = sorted({str(problem.stage) for problem in problems})
+        print(f"{checked} stage manifest(s) checked: " + (f"{len(problems)} damaged or missing file(s) in {stages}; "
+              "rerun the notebooks of those stages to recompute them" if problems else "every recorded file intact"))
+        return 1 if problems else 0
 
     if args.command == "check-reference":
         from .findings.reference import REFERENCE_FILE, check_reference

@@ -108,7 +108,10 @@ def load_outputs(run_dir: str | Path, behavior_section, conditions: Sequence[str
     """Stage 04's outputs of ``run_dir``. ``rates`` are recomputed from the answer and score parts
     with ``behavior_section``'s thresholds, the base model's rows shared to every trail (condition,
     seed) of ``conditions`` that has answers."""
+    from ..core.integrity import require_intact
+
     folder = Path(run_dir) / OUTPUT_DIRNAME
+    require_intact(folder, "04")  # a damaged file is named with its fix, not met as a parquet error
     answers = read_checkpoint_tables(folder / "answers")
     scores = read_checkpoint_tables(folder / "scores")
     if answers.empty or scores.empty:

@@ -2,8 +2,9 @@
 
 Every write is atomic (a temporary file in the same folder, then ``os.replace``), so an
 interrupted run never leaves a half-written file that a rerun would take for finished work.
-Each stage writes a ``manifest.json`` (params hash, package versions, git commit, timings); a
-rerun whose params hash matches skips the stage.
+Each stage writes a ``manifest.json`` (params hash, package versions, git commit, timings, and the
+sha256 of every data file it wrote); a rerun whose params hash matches and whose files are intact
+skips the stage (:mod:`traitspace.core.integrity`).
 """
 
 from __future__ import annotations
@@ -142,18 +143,31 @@ class Stage:
         self._started = time.perf_counter()
 
     def is_done(self) -> bool:
+        """Finished with these params, and every data file it recorded is still intact (a damaged or
+        missing file makes the stage not done, so a rerun recomputes it)."""
+        from .integrity import check_files
+
         if not self.manifest_path.is_file():
             return False
         try:
             manifest = read_json(self.manifest_path)
         except (OSError, json.JSONDecodeError):
             return False
-        return manifest.get("params_hash") == self.params_hash and manifest.get("complete") is True
+        if manifest.get("params_hash") != self.params_hash or manifest.get("complete") is not True:
+            return False
+        problems = check_files(self.path, manifest.get("files") or {})
+        for problem in problems:
+            print(f"[{self.path.name}] {problem.what}: {problem.stage / problem.file}; recomputing the stage", flush=True)
+        return not problems
 
     def manifest(self) -> dict[str, Any]:
         return read_json(self.manifest_path)
 
     def mark_done(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write the manifest last, with the sha256 and size of every data file in the stage folder."""
+        from .integrity import stage_files
+
+        self.path.mkdir(parents=True, exist_ok=True)
         manifest = {
             "stage": self.path.name,
             "params_hash": self.params_hash,
@@ -162,7 +176,7 @@ class Stage:
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **provenance(),
             **(extra or {}),
+            "files": stage_files(self.path),
         }
-        self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.manifest_path, manifest)
         return manifest

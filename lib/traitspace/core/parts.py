@@ -15,7 +15,8 @@ and seed that ask for it. (Keyed on the step, not on ``adapter_path``: callers t
 (condition, step) build checkpoints without adapter paths.)
 
 Write order is attachments, table, sidecar: a part counts as fresh only once its sidecar names the
-fingerprint, and every file is written atomically, so a half-written part is never read.
+fingerprint, and every file is written atomically, so a half-written part is never read. The
+sidecar also records the table's sha256: a part damaged later is measured again, and only it.
 """
 
 from __future__ import annotations
@@ -80,8 +81,19 @@ class CheckpointParts:
             return {}
 
     def is_fresh(self, checkpoint: Checkpoint, fingerprint: str) -> bool:
-        """The part exists and was written with this fingerprint (other settings: stale)."""
-        return self.path(checkpoint).is_file() and self.info(checkpoint).get("fingerprint") == fingerprint
+        """The part exists, was written with this fingerprint (other settings: stale) and its table
+        still has the content its sidecar recorded (a damaged part is measured again, alone)."""
+        from .integrity import file_digest
+
+        path = self.path(checkpoint)
+        info = self.info(checkpoint)
+        if not path.is_file() or info.get("fingerprint") != fingerprint:
+            return False
+        recorded = info.get("sha256")
+        if recorded is not None and (path.stat().st_size != info.get("bytes") or file_digest(path) != recorded):
+            print(f"damaged part {path}: measuring this checkpoint again", flush=True)
+            return False
+        return True
 
     def write(
         self,
@@ -100,7 +112,11 @@ class CheckpointParts:
                 writer(temporary)
         with atomic_path(path) as temporary:
             table.to_parquet(temporary, index=False)
-        atomic_write_json(self.sidecar_path(checkpoint), {"fingerprint": fingerprint, "rows": len(table), **(extra or {})})
+        from .integrity import file_digest
+
+        atomic_write_json(self.sidecar_path(checkpoint), {"fingerprint": fingerprint, "rows": len(table),
+                                                          "sha256": file_digest(path), "bytes": path.stat().st_size,
+                                                          **(extra or {})})
         return path
 
     def read(self, checkpoint: Checkpoint) -> pd.DataFrame:

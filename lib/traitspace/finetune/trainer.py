@@ -320,8 +320,9 @@ def train_condition(
         "padding_share_this_process": (1 - padding["real_tokens"] / padding["padded_tokens"]) if padding["padded_tokens"] else None,
         "final_loss": read_json(checkpoints[-1].adapter_path / TRAINING_LOG_FILE)["losses"][-1]["loss"],
     }
-    stage.mark_done(summary)
+    # The resume state goes first: the manifest records the files that stay.
     shutil.rmtree(folder / RESUME_DIRNAME, ignore_errors=True)
+    stage.mark_done(summary)
     return ConditionResult(condition, seed, folder, checkpoints, last_step < total_steps, last_step, total_steps,
                            time.perf_counter() - started, summary)
 

@@ -81,9 +81,12 @@ def load_outputs(run_dir: str | Path) -> ProjectionOutputs:
     from ..core.artifacts import read_json
     from ..core.checkpoints import Checkpoint
 
+    from ..core.integrity import require_intact
+
     folder = Path(run_dir) / OUTPUT_DIRNAME
     if not (folder / "projections.parquet").is_file() or not (folder / "manifest.json").is_file():
         raise FileNotFoundError(f"no projections in {folder}: run notebook 03 first")
+    require_intact(folder, "03")  # a damaged file is named with its fix, not met as a parquet error
     projections = pd.read_parquet(folder / "projections.parquet")
     drift = pd.read_parquet(folder / "drift.parquet")
     pairs = dict(read_json(folder / "manifest.json").get("pairs", {}))

@@ -1,0 +1,60 @@
+"""Damaged outputs are found and named: stage manifests record content hashes, a damaged stage is
+not taken for done, and `traitspace verify` reports a planted corruption in a copied run."""
+
+import json
+import shutil
+
+import pytest
+
+from traitspace.__main__ import main
+from traitspace.core.artifacts import Stage, atomic_write_text
+from traitspace.core.integrity import DamagedOutput, require_intact, stage_files, verify_run
+
+
+def finished_stage(folder):
+    stage = Stage(folder, params_hash="h1")
+    atomic_write_text(folder / "table.csv", "a,b\n1,2\n")
+    atomic_write_text(folder / "parts" / "step-000001.parquet", "x" * 100)
+    atomic_write_text(folder / "figure.png", "png")
+    nested = Stage(folder / "nested", params_hash="n")
+    atomic_write_text(folder / "nested" / "own.csv", "mine")
+    nested.mark_done()
+    stage.mark_done()
+    return stage
+
+
+def test_the_manifest_records_data_files_and_a_damaged_stage_is_not_done(tmp_path, capsys):
+    stage = finished_stage(tmp_path / "stage")
+    recorded = json.loads(stage.manifest_path.read_text())["files"]
+    assert set(recorded) == {"table.csv", "parts/step-000001.parquet"}  # not figures, not a nested stage
+    assert recorded["table.csv"]["bytes"] == 8
+    assert Stage(stage.path, "h1").is_done()
+    (stage.path / "table.csv").write_text("a,b\n1,3\n")  # same size, other content
+    assert not Stage(stage.path, "h1").is_done()
+    assert "changed" in capsys.readouterr().out
+    with pytest.raises(DamagedOutput, match=r"stage stage \(notebook 03\).*table.csv.*Rerun notebook 03"):
+        require_intact(stage.path, "03")
+
+
+def test_verify_reports_a_planted_corruption_in_a_copied_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    finished_stage(run / "projections")
+    finished_stage(run / "traits")
+    copy = tmp_path / "copied"
+    shutil.copytree(run, copy)
+    assert main(["verify", str(copy)]) == 0
+    assert "every recorded file intact" in capsys.readouterr().out
+    (copy / "traits" / "parts" / "step-000001.parquet").write_bytes(b"x" * 50)
+    (copy / "projections" / "table.csv").unlink()
+    checked, problems = verify_run(copy)
+    assert checked == 4 and {(problem.stage.name, problem.file, problem.what) for problem in problems} == {
+        ("traits", "parts/step-000001.parquet", "changed"), ("projections", "table.csv", "missing")}
+    assert main(["verify", str(copy)]) == 1
+    out = capsys.readouterr().out
+    assert "missing" in out and "traits/parts/step-000001.parquet" in out and "rerun the notebooks" in out
+
+
+def test_stage_files_skip_temporaries(tmp_path):
+    (tmp_path / ".table.csv.tmp123").write_text("half")
+    (tmp_path / "table.csv").write_text("whole")
+    assert set(stage_files(tmp_path)) == {"table.csv"}
