@@ -60,7 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-reference":
         from .findings.reference import REFERENCE_FILE, check_reference
 
-        checks, summary = check_reference(args.run_dir, args.params, args.expected or REFERENCE_FILE, write=args.write)
+        try:
+            checks, summary = check_reference(args.run_dir, args.params, args.expected or REFERENCE_FILE,
+                                              write=args.write)
+        except FileNotFoundError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         if args.write:
             print(f"wrote {args.expected or REFERENCE_FILE}")
             return 0

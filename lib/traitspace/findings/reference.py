@@ -127,5 +127,8 @@ def check_reference(run_dir: str | Path, params_path: str | Path, expected_path:
 
         atomic_write_json(expected_path, {"params": str(params_path), **with_tolerances(summary)})
         return [], summary
+    if not Path(expected_path).is_file():
+        raise FileNotFoundError(f"no reference numbers at {expected_path}: run params/reference.yaml on a reference "
+                                "machine and store them with `python -m traitspace check-reference outputs/reference --write`")
     expected = json.loads(Path(expected_path).read_text())
     return compare(summary, expected), summary
