@@ -376,3 +376,18 @@ def test_a_killed_run_resumes_from_its_last_complete_checkpoint(tmp_path):
     reference_weights = load_file(reference.checkpoints[-1].adapter_path / ADAPTER_FILES[1])
     for name, tensor in reference_weights.items():
         torch.testing.assert_close(resumed_weights[name], tensor, rtol=1e-4, atol=1e-6)
+
+
+def test_checkpointing_argument_follows_the_installed_transformers():
+    from transformers import TrainingArguments
+
+    from traitspace.finetune.trainer import checkpointing_arguments
+
+    class OlderArguments:  # the signature of a transformers release before the rename
+        def __init__(self, output_dir=None, gradient_checkpointing=False, gradient_checkpointing_kwargs=None):
+            pass
+
+    assert checkpointing_arguments(OlderArguments, True) == {
+        "gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
+    installed = checkpointing_arguments(TrainingArguments, False)
+    TrainingArguments(output_dir="unused", use_cpu=True, report_to="none", **installed)  # accepted as is

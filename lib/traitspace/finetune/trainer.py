@@ -124,6 +124,17 @@ def _make_callbacks(condition: str, seed: int, folder: Path, schedule: Sequence[
     return [CheckpointTrail(), Progress()]
 
 
+def checkpointing_arguments(arguments_class, enabled: bool) -> dict:
+    """Activation checkpointing under the name this transformers release knows: recent releases
+    call it ``activation_checkpointing``, earlier 5.x and 4.x ones ``gradient_checkpointing`` (a GPU
+    image pinned to one of those would otherwise fail before the first step)."""
+    import inspect
+
+    known = inspect.signature(arguments_class.__init__).parameters
+    name = "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"
+    return {name: enabled, f"{name}_kwargs": {"use_reentrant": False}}
+
+
 def build_trainer(
     loaded: LoadedModel,
     peft_model,
@@ -158,8 +169,7 @@ def build_trainer(
         logging_steps=1,
         save_strategy="no",  # the CheckpointTrail callback decides when to save
         save_only_model=False,  # keep optimizer, scheduler and RNG state for a faithful resume
-        activation_checkpointing=finetune.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False},
+        **checkpointing_arguments(TrainingArguments, finetune.gradient_checkpointing),
         bf16=device.type != "cpu" and dtype_name.endswith("bfloat16"),
         fp16=device.type != "cpu" and dtype_name.endswith("float16") and not dtype_name.endswith("bfloat16"),
         use_cpu=device.type == "cpu",
