@@ -66,10 +66,12 @@ class FindingsInputs:
         return self.main.projections
 
     def summary(self) -> str:
-        lines = [f"main run {self.main.run_dir}: conditions {sorted(self.main.projections['condition'].unique())}, "
-                 f"{self.main.projections['step'].nunique()} projected steps, "
-                 f"{len(self.main.rates)} (condition, step) behaviour evaluations; pairs {self.main.pairs}"]
-        lines += [f"extra run {run.run_dir}: {len(run.rates)} behaviour evaluations" for run in self.extra]
+        seeds = self.seed_level.seeds if self.seed_level is not None else [self.main.seed]
+        lines = [f"run {self.main.run_dir}: conditions {sorted(self.main.projections['condition'].unique())}, "
+                 f"training seeds {seeds}, {self.main.projections['step'].nunique()} projected steps, "
+                 f"{len(self.main.rates)} (condition, step) behaviour evaluations per seed; pairs {self.main.pairs}"]
+        lines += [f"other run {run.run_dir} seed {run.seed}: {len(run.rates)} behaviour evaluations"
+                  for run in self.extra if run.run_dir != self.main.run_dir]
         return "\n".join(lines)
 
 
