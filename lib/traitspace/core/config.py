@@ -37,6 +37,7 @@ from .sections import (  # noqa: F401  (re-exported: the sections are part of th
     ExtractSection,
     BehaviorSection,
     FindingsSection,
+    SteerSection,
 )
 
 
@@ -50,6 +51,7 @@ class RunConfig(_Section):
     project: ProjectSection = ProjectSection()
     findings: FindingsSection = FindingsSection()
     behavior: BehaviorSection = BehaviorSection()
+    steer: SteerSection = SteerSection()
 
     # Filled in by load_config; not part of the params file.
     params_path: str | None = Field(None, exclude=True)

@@ -392,3 +392,51 @@ class FindingsSection(_Section):
         default_factory=list,
         description="Other run folders (e.g. another model's run) whose checkpoints join the monitor's data (each of their seeds a run)",
     )
+
+
+class SteerSection(_Section):
+    """Notebook 06: causal tests, steering and ablation along trait directions and the EM direction."""
+
+    seed: int = Field(0, description="Training seed whose final checkpoint is read, steered and ablated "
+                      "(checkpoints are per condition and seed)")
+    pair: str | None = Field(None, description="EM condition whose EM/control pair is tested; None: the first pair of notebook 03")
+    layer: Literal["traits"] | int = Field(
+        "traits", description="Layer steered: 'traits' = the layer extraction chose (the most common one among the "
+        "steered traits), or an index (negative counts from the end)")
+    n_top_traits: int = Field(3, ge=0, description="Top EM-shifted traits of notebook 03 that are steered and ablated")
+    alphas: list[float] = Field(
+        default_factory=lambda: [-1.0, -0.5, -0.25, 0.25, 0.5, 1.0],
+        description="Steering coefficients in units of the layer's median token residual norm; 0 (unsteered) is always measured")
+    positions: Literal["all", "response"] = Field(
+        "response", description="Steer every token, or only the response's (from the last prompt token on, so the "
+        "first generated token is steered and the question is read unsteered)")
+    min_coherence: float = Field(0.9, ge=0, le=1, description="A sweep side stops at the first alpha whose coherence "
+                                 "rate falls below this (paper 003: incoherence at most 10%)")
+    coherence_reference: Literal["absolute", "unsteered"] = Field(
+        "unsteered", description="absolute: min_coherence is the rate itself; unsteered: a share of the unsteered "
+        "model's coherence rate (a small model is often incoherent unsteered)")
+    em_direction_source: Literal["auto", "judged", "pairs"] = Field(
+        "auto", description="Answers the EM direction is read from: the checkpoint's judged answers, the judge-free "
+        "preference pairs, or auto (judged when each class has min_judged_answers)")
+    min_judged_answers: int = Field(8, ge=1, description="auto: judged answers need this many coherent misaligned and aligned answers")
+    aligned_floor: float = Field(70.0, ge=0, le=100, description="A judged answer counts as aligned at this aligned score or above")
+    norm_prompts: int = Field(64, ge=1, description="Extraction conversations whose median token norm is the unit of alpha")
+    n_random: int = Field(1000, ge=10, description="Random directions in the cosine null")
+    preference_questions: int | None = Field(12, ge=1, description="Questions of the preference pairs used at each setting; None: all")
+    samples_per_question: int = Field(1, ge=0, description="Sampled answers per question and format at each setting, "
+                                      "judged by behavior.judge (0: the preference only, no coherence stop)")
+    formats: list[Literal["plain", "json", "template"]] = Field(default_factory=lambda: ["plain"])
+    max_new_tokens: int = Field(40, ge=1)
+    ablation: bool = Field(True, description="Run the ablation experiments (activations and adapter weights)")
+    ablate_layers: Literal["all", "chosen"] = Field(
+        "all", description="Ablate each direction at every layer (its own vector there) or only at the steered layer")
+    keep_norm: bool = Field(True, description="Weight ablation: rescale each ablated B matrix to its original Frobenius norm")
+    batch_size: int = Field(16, ge=1)
+    random_seed: int = Field(0, description="Seed of the random control direction, the null and the class balancing")
+
+    @field_validator("alphas")
+    @classmethod
+    def _alphas_nonzero(cls, alphas: list[float]) -> list[float]:
+        if not any(alpha != 0 for alpha in alphas):
+            raise ValueError("give at least one non-zero alpha (0, the unsteered model, is always measured)")
+        return alphas
