@@ -74,10 +74,15 @@ def plot_separation_per_trait(vectors: TraitVectors, threshold: float, folder: s
             axes[0].axvline(best, ls=":", color=f"C{index}")
     axes[0].set(title="AUROC per trait (dotted: best control)", xlabel="AUROC")
     key = "instructions" if traits["cohens_d_heldout_instructions"].notna().any() else "questions"
-    by_category = traits.assign(category=traits["category"].fillna("alignment"))
-    sns.boxplot(data=by_category, x="category", y=f"cohens_d_heldout_{key}", ax=axes[1], color="C0")
+    by_category = traits.assign(category=traits["category"].fillna(traits["kind"]))  # alignment, or a folder's traits
+    by_category = by_category.dropna(subset=[f"cohens_d_heldout_{key}"])
+    if len(by_category):
+        sns.boxplot(data=by_category, x="category", y=f"cohens_d_heldout_{key}", ax=axes[1], color="C0")
+        axes[1].tick_params(axis="x", rotation=30)
+    else:  # one held-out conversation a side: no spread, so no Cohen's d to draw
+        axes[1].text(0.5, 0.5, "no Cohen's d: fewer than 2 held-out conversations a side", ha="center",
+                     transform=axes[1].transAxes)
     axes[1].set(title=f"Cohen's d on held-out {key} by trait family", xlabel="", ylabel="Cohen's d")
-    axes[1].tick_params(axis="x", rotation=30)
     fig.tight_layout()
     return _save(fig, folder, SEPARATION_PER_TRAIT_FIGURE)
 

@@ -80,9 +80,11 @@ def validity_table(vectors: TraitVectors, threshold: float) -> pd.DataFrame:
     Columns: ``n_traits`` (traits with a value), ``n_separating`` (AUROC >= ``threshold``) with
     ``share`` and its Wilson 95% interval (``share_low``, ``share_high``); ``mean_auroc`` over traits
     with a bootstrap 95% interval; ``conversations`` (median held-out conversations a trait is scored
-    on, both sides); ``best_control`` and ``best_control_auroc`` (the control contrast with the
-    highest AUROC on that measure); ``n_beating_control`` (traits strictly above it) with its share's
-    Wilson interval. Values are nan where a measure has no value (one instruction pair).
+    on, both sides); ``n_controls`` and ``n_controls_separating`` (control contrasts reaching the
+    threshold) with ``mean_control_auroc``; ``best_control`` and ``best_control_auroc`` (the control
+    contrast with the highest AUROC on that measure); ``n_beating_control`` (traits strictly above
+    it) with its share's Wilson interval. Values are nan where a measure has no value (one
+    instruction pair).
     """
     traits = trait_metadata(vectors)
     controls = vectors.controls
@@ -103,6 +105,8 @@ def validity_table(vectors: TraitVectors, threshold: float) -> pd.DataFrame:
             "share": share, "share_low": share_low, "share_high": share_high,
             "mean_auroc": mean, "mean_auroc_low": mean_low, "mean_auroc_high": mean_high,
             "conversations": float(traits.loc[auroc.index, n_column].median()) if len(auroc) else np.nan,
+            "n_controls": len(control_auroc), "n_controls_separating": int((control_auroc >= threshold).sum()),
+            "mean_control_auroc": float(control_auroc.mean()) if len(control_auroc) else np.nan,
             "best_control": best, "best_control_auroc": best_auroc,
             "n_beating_control": beating if best is not None else np.nan,
             "beating_share": beat, "beating_low": beat_low, "beating_high": beat_high,
@@ -136,8 +140,9 @@ def validation_summary(vectors: TraitVectors, threshold: float) -> str:
             f"(95% CI {row['mean_auroc_low']:.3f}-{row['mean_auroc_high']:.3f})")
         if row["best_control"] is not None:
             lines.append(
-                f"  best control: {row['best_control']} at AUROC {row['best_control_auroc']:.3f}; traits above it: "
-                f"{row['n_beating_control']:.0f} of {row['n_traits']} "
+                f"  controls: {row['n_controls_separating']} of {row['n_controls']} reach the threshold, mean AUROC "
+                f"{row['mean_control_auroc']:.3f}; best: {row['best_control']} at {row['best_control_auroc']:.3f}; "
+                f"traits above the best: {row['n_beating_control']:.0f} of {row['n_traits']} "
                 f"[{_percent(row['beating_share'], row['beating_low'], row['beating_high'])}]")
     flagged = traits.loc[~traits["separates_heldout_instructions"].eq(True), "trait"].tolist()
     if table.loc[HELDOUT["instructions"], "n_traits"] == 0:

@@ -247,7 +247,8 @@ def run_extraction(
 
 def validity_counts(metadata: pd.DataFrame, controls: pd.DataFrame) -> dict[str, Any]:
     """The stage summary: traits separating on held-out questions and on held-out instructions, the
-    best control's AUROC on each, and the traits whose AUROC beats it (strictly)."""
+    controls separating on each, the best control's AUROC, and the traits whose AUROC beats it
+    (strictly)."""
     traits = metadata[~metadata["kind"].isin(["axis", CONTROL_KIND])]
     counts: dict[str, Any] = {"n_traits": len(traits), "n_controls": len(controls)}
     for heldout in ("questions", "instructions"):
@@ -256,4 +257,6 @@ def validity_counts(metadata: pd.DataFrame, controls: pd.DataFrame) -> dict[str,
         counts[f"n_separating_heldout_{heldout}"] = int(traits[f"separates_heldout_{heldout}"].eq(True).sum())
         counts[f"best_control_auroc_heldout_{heldout}"] = None if pd.isna(best) else round(float(best), 4)
         counts[f"n_beating_best_control_heldout_{heldout}"] = None if pd.isna(best) else int((auroc > best).sum())
+        counts[f"n_controls_separating_heldout_{heldout}"] = (
+            int(controls[f"separates_heldout_{heldout}"].eq(True).sum()) if len(controls) else 0)
     return counts
