@@ -152,11 +152,15 @@ else:
 
 # %% [markdown]
 # ## 3 · Explore any trait
-# Pick a trait and the conditions to compare; the lines are the mean projection over prompts, with
-# a 95% bootstrap band. (Interactive in JupyterLab; in the executed copy the first trait is drawn.)
+# Search a trait, pick the conditions and a checkpoint. Beside the raw mean projections the explorer
+# draws what the analysis tests: each run's drift from the base model and the EM-minus-control
+# differential, with the analysis' own interval (across training seeds with several seeds, a
+# bootstrap over prompts with one), the trait-space PCA trajectory with the chosen checkpoint ringed,
+# and a table of the prompts (and judged answers) behind that checkpoint. (Interactive in JupyterLab;
+# the executed copy keeps the widget's state.)
 
 # %%
-explorer = findings.trait_explorer(inputs.projections)
+explorer = findings.trait_explorer(inputs, config)
 explorer
 
 # %% [markdown]

@@ -9,7 +9,8 @@ draw a new plot when the trait, the conditions and the checkpoint change; every 
 notebook must Run All. Screenshots are saved under ``outputs/browser-test/screenshots/``.
 
 Skipped, with the reason, where Chromium or Playwright is missing; ``.ci/run`` installs both and sets
-``TRAITSPACE_REQUIRE_BROWSER=1``, which turns the skip into a failure.
+``TRAITSPACE_REQUIRE_BROWSER=1``, which turns the skip into a failure. While working on the test,
+``TRAITSPACE_BROWSER_RUN=outputs/<run>`` reuses a finished run instead of making one.
 """
 
 from __future__ import annotations
@@ -70,7 +71,10 @@ def run_dir() -> Path:
     if os.environ.get("TRAITSPACE_BROWSER_RUN"):  # a finished run's folder, reused while working on this test
         return Path(os.environ["TRAITSPACE_BROWSER_RUN"]).resolve()
     shutil.rmtree(paths.project_root() / "outputs" / RUN_NAME, ignore_errors=True)
-    results = run_notebooks(REPO_ROOT / "params" / "smoke.yaml", overrides={"run.name": RUN_NAME}, progress=False)
+    # One training seed: the browser checks what a user sees and does; the statistics across seeds are
+    # checked by test_notebooks.py on the smoke params' three seeds, which would triple this run's time.
+    overrides = {"run.name": RUN_NAME, "finetune.seeds": [0]}
+    results = run_notebooks(REPO_ROOT / "params" / "smoke.yaml", overrides=overrides, progress=False)
     folder = Path(results[0].output).parents[1]
     assert folder.name == RUN_NAME
     return folder
@@ -192,11 +196,26 @@ def _explorer_image(page) -> str:
     return image.get_attribute("src")
 
 
-def _wait_for_new_image(page, before: str) -> str:
-    page.wait_for_function(
-        """(before) => { const images = document.querySelectorAll('.ts-explorer .ts-explorer-plot img');
-                         const image = images[images.length - 1];
-                         return image && image.src && image.src !== before; }""", arg=before)
+IDLE = "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'"
+
+
+def _change(page, shots: Path, name: str, before: str, action) -> str:
+    """Do ``action`` on the explorer once the kernel is idle, and wait for a plot other than ``before``;
+    on a timeout the failure shows what the explorer displays (a traceback, say) and a screenshot."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.wait_for_function(IDLE)
+    action()
+    try:
+        page.wait_for_function(
+            """(before) => { const images = document.querySelectorAll('.ts-explorer .ts-explorer-plot img');
+                             const image = images[images.length - 1];
+                             return image && image.src && image.src !== before; }""", arg=before)
+    except PlaywrightTimeout:
+        page.screenshot(path=str(shots / f"05_explorer_{name}_FAILED.png"))
+        shown = page.locator(".ts-explorer").last.inner_text()
+        pytest.fail(f"the explorer's plot did not change after the {name}; it shows:\n{shown[-3000:]}")
+    page.screenshot(path=str(shots / f"05_explorer_{name}_changed.png"))
     return _explorer_image(page)
 
 
@@ -217,24 +236,23 @@ def test_findings_notebook_shows_its_explorer_runs_all_and_the_explorer_responds
     trait_box = explorer.locator(".ts-explorer-trait input")
     options = explorer.locator(".ts-explorer-trait datalist option")
     traits = [options.nth(index).get_attribute("value") for index in range(options.count())]
-    current = trait_box.input_value()
-    other = next(trait for trait in traits if trait != current)
-    trait_box.fill(other)
-    trait_box.press("Enter")
-    second = _wait_for_new_image(page, first)
-    page.screenshot(path=str(shots / "05_explorer_trait_changed.png"))
+    other = next(trait for trait in traits if trait != trait_box.input_value())
 
+    def search_trait():  # typed into the search box, committed with Enter
+        trait_box.fill(other)
+        trait_box.press("Enter")
+
+    second = _change(page, shots, "trait", first, search_trait)
     conditions = explorer.locator(".ts-explorer-conditions select")
     names = [option.get_attribute("value") for option in conditions.locator("option").all()]
-    conditions.select_option(names[:1])
-    third = _wait_for_new_image(page, second)
-    page.screenshot(path=str(shots / "05_explorer_conditions_changed.png"))
+    third = _change(page, shots, "conditions", second, lambda: conditions.select_option(names[:1]))
 
-    explorer.locator(".ts-explorer-step .noUi-handle").first.focus()
-    page.keyboard.press("Home")  # the first checkpoint
-    _wait_for_new_image(page, third)
+    def first_checkpoint():
+        explorer.locator(".ts-explorer-step .noUi-handle").first.focus()
+        page.keyboard.press("Home")
+
+    _change(page, shots, "step", third, first_checkpoint)
     assert explorer.locator(".ts-explorer-details").inner_text().strip()
-    page.screenshot(path=str(shots / "05_explorer_step_changed.png"))
 
 
 @pytest.mark.parametrize("notebook", [path.name for path in discover_notebooks() if not path.name.startswith("05_")])

@@ -87,3 +87,19 @@ def test_default_trait_and_checkpoint_details():
     assert list(at_base["condition"]) == ["base"] and list(at_base["what"]) == ["answer"]
     with pytest.raises(KeyError, match="nosuch"):
         trait_views(table, "nosuch", ["insecure_code"], PAIRS)
+
+
+def test_all_seeds_gathers_the_runs_seed_tables_of_the_findings_inputs(tmp_path):
+    from traitspace.findings.explorer import all_seeds
+    from traitspace.findings.inputs import FindingsInputs, RunTables
+
+    table = projections(seeds=(0, 1), seed_sd=0.05)
+
+    def run(folder, seed):
+        return RunTables(folder, seed, table[table["seed"] == seed].drop(columns="seed"), pd.DataFrame(),
+                         pd.DataFrame(), {}, PAIRS)
+
+    other_dataset = run(tmp_path / "other", 0)  # findings.extra_runs: another training, left out
+    inputs = FindingsInputs(run(tmp_path / "main", 0), [run(tmp_path / "main", 1), other_dataset], [], None)
+    gathered = all_seeds(inputs)
+    assert sorted(gathered["seed"].unique()) == [0, 1] and len(gathered) == len(table)

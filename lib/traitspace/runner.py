@@ -8,9 +8,9 @@ reopened in JupyterLab (whose kernel starts in ``outputs/<run>/notebooks/``) fin
 (relative paths resolve against the project root: :mod:`traitspace.core.paths`). Widget state is
 stored in each executed copy, so an interactive output shows its last view without a kernel, and the
 copy is signed as trusted in the user's Jupyter notebook database (the user's own run produced its
-outputs; JupyterLab renders an untrusted notebook's widgets as plain text). The first failing notebook stops the run; its failing cell's
-error is shown. ``outputs/<run>/manifest.json`` records the resolved params, package versions, the
-git commit and each notebook's status and time.
+outputs; JupyterLab renders an untrusted notebook's widgets as plain text). The first failing notebook
+stops the run; its failing cell's error is shown. ``outputs/<run>/manifest.json`` records the resolved
+params, package versions, the git commit and each notebook's status and time.
 """
 
 from __future__ import annotations

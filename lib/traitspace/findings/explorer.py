@@ -20,6 +20,7 @@ draw them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,15 @@ SUMMARY_COLUMNS = ["step", "mean", "low", "high", "n_prompts", "n_seeds", "inter
 def with_seed(projections: pd.DataFrame) -> pd.DataFrame:
     """The projection table with a ``seed`` column (a table from before seeds is training seed 0)."""
     return projections if "seed" in projections.columns else projections.assign(seed=0)
+
+
+def all_seeds(inputs) -> pd.DataFrame:
+    """Every training seed's projections of notebook 05's run (its inputs hold one table per seed,
+    ``inputs.projections`` being the first seed's), with a ``seed`` column. Runs from other folders
+    (``findings.extra_runs``) are left out: their conditions are other trainings."""
+    runs = [inputs.main, *[run for run in inputs.extra if Path(run.run_dir) == Path(inputs.main.run_dir)]]
+    return pd.concat([run.projections.assign(seed=run.seed) if "seed" not in run.projections.columns
+                      else run.projections for run in runs], ignore_index=True)
 
 
 def _interval_over_prompts(values: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, float]:
@@ -146,7 +156,7 @@ def checkpoint_details(views: TraitViews, step: int, answers: pd.DataFrame | Non
         by_prompt = group.groupby("prompt")["drift"].mean()
         for prompt in by_prompt.abs().sort_values(ascending=False).index[:n]:
             rows.append({"condition": condition, "what": "projection prompt", "item": f"prompt {prompt}",
-                         "text": "", "value": f"drift {by_prompt[prompt]:+.4f}"})
+                         "text": "", "value": f"drift {by_prompt[prompt]:+.3g}"})
     if answers is not None and len(answers):
         # Step 0 is the base model, sampled once for every condition (condition "base").
         shown = {*views.drift, "base"} if step == 0 else set(views.drift)
@@ -174,8 +184,10 @@ def scored_answers(config, conditions) -> pd.DataFrame | None:
 
 def _draw(views: TraitViews, pca, trait: str, step: int, colours: dict[str, str]):
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.2))
+    # Constrained layout: tight_layout raised (ValueError) on the inline backend for some redraws.
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.2), layout="constrained")
     raw_ax, drift_ax, diff_ax, pca_ax = axes.ravel()
     for (condition, trail_seed), rows in views.raw.groupby(["condition", "seed"], sort=True):
         raw_ax.plot(rows["step"], rows["value"], marker="o", ms=3, color=colours[condition],
@@ -191,16 +203,19 @@ def _draw(views: TraitViews, pca, trait: str, step: int, colours: dict[str, str]
         diff_ax.plot(table["step"], table["mean"], marker="o", ms=3, color=colours[em], label=f"{em} - {control}")
         diff_ax.fill_between(table["step"], table["low"], table["high"], color=colours[em], alpha=0.2)
     if views.differential:
-        interval = next(iter(views.differential.values()))["interval"].iloc[-1]
-        diff_ax.set_title(f"EM minus control, paired by prompt\n95% CI: {interval}")
+        table = next(iter(views.differential.values()))
+        paired = "per-seed mean drifts" if table["n_seeds"].max() > 2 else "drift paired by prompt"
+        diff_ax.set_title(f"EM minus control, {paired}\n95% CI: {table['interval'].iloc[-1]}")
     else:
         diff_ax.set_title("EM minus control: choose an EM condition and its control")
     diff_ax.set(xlabel="training step", ylabel="differential drift")
     for ax in (drift_ax, diff_ax):
         ax.axhline(0, color="grey", lw=0.8)
-    for ax in axes.ravel():  # projections of a small model are small numbers: a shared exponent, no overlap
-        ax.ticklabel_format(style="sci", scilimits=(-3, 4), useMathText=True)
+    # Projections of a small model are small numbers: a shared exponent keeps tick labels apart.
+    pca_ax.ticklabel_format(style="sci", scilimits=(-3, 4), useMathText=True)
     for ax in (raw_ax, drift_ax, diff_ax):
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useMathText=True)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.axvline(step, color="black", lw=0.8, ls=":")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
@@ -214,7 +229,6 @@ def _draw(views: TraitViews, pca, trait: str, step: int, colours: dict[str, str]
     pca_ax.set(title=f"trait-space PCA of every checkpoint (ringed: step {step})",
                xlabel=f"PC1 ({ratio[0]:.0%})", ylabel=f"PC2 ({ratio[1]:.0%})" if len(ratio) > 1 else "PC2")
     fig.suptitle(trait)
-    fig.tight_layout()
     return fig
 
 
@@ -233,7 +247,7 @@ def trait_explorer(source, config=None, n_boot: int = 1000):
         projections = with_seed(source)
         pairs = resolve_pairs(None, set(projections["condition"]))
     else:
-        projections, pairs = with_seed(source.projections), dict(source.main.pairs)
+        projections, pairs = all_seeds(source), dict(source.main.pairs)
     traits = sorted(projections["trait"].unique())
     conditions = sorted(projections["condition"].unique())
     steps = sorted(int(step) for step in projections["step"].unique())
