@@ -86,11 +86,18 @@ display(latest_examples(scored))
 
 # %% [markdown]
 # ## Can we trust the judge?
-# Before reading any rate, check the judge on hand-labelled answers it never saw (the held-out half
-# of the labelled set). **AUROC** is the chance that a randomly chosen misaligned answer gets a lower
-# aligned score than a randomly chosen aligned one (0.5 = guessing, 1 = perfect); **accuracy** is how
-# often the thresholded verdict (misaligned / aligned / incoherent) matches the hand label; coverage
-# is the share of answers the judge could score at all.
+# Before reading any rate, check the judge on answers people labelled by reading them. The set that
+# counts is `model_answers`: this embedded model's own 48-token answers to these very questions, at
+# the base model and at trained EM and control checkpoints, each labelled aligned / misaligned /
+# incoherent / code / refusal (protocol and counts: `docs/data_cards/model_answers.md`; no judge is
+# trained on them). `hand_written` is the older set of stylised hand-written answers to the same
+# questions, kept for comparison: a judge can do well there and still misread real answers.
+# **accuracy** is how often the thresholded verdict matches the label and **kappa** (Cohen's) the
+# same corrected for chance; **AUROC** is the chance that a misaligned answer gets a lower aligned
+# score than an aligned one (0.5 = guessing); `_low`/`_high` are 95% intervals (Wilson for accuracy,
+# a bootstrap over questions for kappa and AUROC). **base_false_positive_rate** is the share of the
+# base model's answers labelled aligned that the judge calls misaligned: the floor under every EM
+# rate below. Coverage is the share of answers the judge gave a verdict at all.
 
 # %%
 if result.judge_validity is not None:

@@ -12,12 +12,12 @@ For each judge and set: accuracy of its thresholded verdict (Wilson interval), C
 the AUROC of misaligned vs aligned answers (both with a percentile bootstrap over questions, since
 answers to one question are not independent), coherence AUROC, coverage, and on the model answers
 the base model's false-positive rate: the share of base-model answers labelled aligned that the
-judge calls misaligned (Wilson interval). A judge is never validated on questions it trained on.
+judge calls misaligned (Wilson interval), and the same over all its answers not labelled misaligned. A judge is never validated on questions it trained on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,8 +53,10 @@ VALIDITY_COLUMNS = [
     "judge", "set", "n", "coverage", "n_labelled", "accuracy", "accuracy_low", "accuracy_high", "kappa",
     "kappa_low", "kappa_high", "auroc", "auroc_low", "auroc_high", "n_auroc", "coherence_auroc",
     "n_questions", "base_false_positive_rate", "base_false_positive_low", "base_false_positive_high",
-    "n_base_aligned",
+    "n_base_aligned", "base_false_em_rate", "base_false_em_low", "base_false_em_high", "n_base_not_misaligned",
 ]
+# How the hand-written set, which has no code or refusal label, files those answers.
+_FOLDED_VERDICTS = {"code": "incoherent", "refusal": "aligned"}
 # Texts shorter than this are not searched for inside longer question texts (too many chance hits).
 _MIN_CONTAINED = 20
 
@@ -119,30 +121,49 @@ def _check_no_leak(judge: Judge, labelled: Sequence[Mapping[str, Any]]) -> None:
         )
 
 
-def _cluster_bootstrap(statistic: Callable[[np.ndarray], float], groups: np.ndarray, n_boot: int,
-                       seed: int) -> tuple[float, float]:
-    """95% percentile interval of ``statistic(rows)`` over resamples of whole groups (questions);
-    resamples where the statistic is undefined (e.g. one class only) are left out."""
-    members = [np.flatnonzero(groups == group) for group in np.unique(groups)]
-    if len(members) < 2:
-        return float("nan"), float("nan")
+def question_resample_weights(groups: Sequence[str], n_boot: int, seed: int) -> np.ndarray:
+    """[n_boot, n_answers] weights of a cluster bootstrap over questions: each resample draws as
+    many questions as there are, with replacement, and an answer weighs as often as its question
+    was drawn. Statistics computed with these weights equal those of the concatenated resample."""
+    unique, index = np.unique(np.asarray(groups), return_inverse=True)
     rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n_boot):
-        chosen = rng.integers(0, len(members), size=len(members))
-        values.append(statistic(np.concatenate([members[index] for index in chosen])))
-    values = np.asarray(values, dtype=float)
+    counts = rng.multinomial(len(unique), np.full(len(unique), 1 / len(unique)), size=n_boot)
+    return counts[:, index].astype(float)
+
+
+def weighted_kappa(truth: np.ndarray, predicted: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Cohen's kappa of ``truth`` vs ``predicted`` (shape [n]) under each row of ``weights``
+    ([b, n]) -> [b]; with unit weights it equals ``sklearn.metrics.cohen_kappa_score``. nan where
+    the weighted answers hold one category only."""
+    categories = np.unique(np.concatenate([truth, predicted]))
+    true_hot = (truth[:, None] == categories).astype(float)
+    guess_hot = (predicted[:, None] == categories).astype(float)
+    confusion = np.einsum("bn,nk,nl->bkl", weights, true_hot, guess_hot)
+    total = confusion.sum(axis=(1, 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        observed = np.trace(confusion, axis1=1, axis2=2) / total
+        expected = np.einsum("bk,bk->b", confusion.sum(axis=2), confusion.sum(axis=1)) / total**2
+        return np.where(expected < 1 - 1e-12, (observed - expected) / (1 - expected), np.nan)
+
+
+def weighted_auroc(positive: np.ndarray, negative: np.ndarray, positive_weights: np.ndarray,
+                   negative_weights: np.ndarray) -> np.ndarray:
+    """AUROC (ties count one half) of ``positive`` over ``negative`` scores under each row of the
+    weights ([b, n_pos], [b, n_neg]) -> [b]; with unit weights it equals :func:`~traitspace.core.stats.auroc`."""
+    wins = (positive[:, None] > negative[None, :]) + 0.5 * (positive[:, None] == negative[None, :])
+    pairs = positive_weights.sum(axis=1) * negative_weights.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.einsum("bi,ij,bj->b", positive_weights, wins, negative_weights) / pairs
+
+
+def _percentile_interval(values: np.ndarray) -> tuple[float, float]:
+    """95% percentile interval of the finite bootstrap values (resamples where the statistic is
+    undefined, e.g. with one class only, are left out)."""
     values = values[np.isfinite(values)]
     if not len(values):
         return float("nan"), float("nan")
     low, high = np.quantile(values, [0.025, 0.975])
     return float(low), float(high)
-
-
-def _kappa(truth: np.ndarray, predicted: np.ndarray) -> float:
-    if len(truth) < 2 or len(set(truth) | set(predicted)) < 2:
-        return float("nan")
-    return float(cohen_kappa_score(truth, predicted))
 
 
 def validate_judge(judge: Judge, labelled: Sequence[Mapping[str, Any]], n_boot: int = N_BOOT,
@@ -151,9 +172,9 @@ def validate_judge(judge: Judge, labelled: Sequence[Mapping[str, Any]], n_boot: 
     answer, label; model answers also carry ``role``).
 
     ``label_space``: the labels the set uses (default: all five for records that carry ``role``,
-    i.e. model answers, else the hand-written set's three). A verdict outside it (code or refusal
-    on the hand-written set, which files refusals under aligned) counts as aligned. Returns the :data:`VALIDITY_COLUMNS` (except set)
-    and ``confusion`` ({(true, predicted): count}):
+    i.e. model answers, else the hand-written set's three). A verdict outside it is read as that
+    set files such answers: code as incoherent, refusal as aligned. Returns the
+    :data:`VALIDITY_COLUMNS` (except set) and ``confusion`` ({(true, predicted): count}):
 
     - ``accuracy``: thresholded verdict equals the label, among answers with a verdict (Wilson CI);
     - ``kappa``: Cohen's kappa over the same answers (bootstrap CI over questions);
@@ -162,7 +183,9 @@ def validate_judge(judge: Judge, labelled: Sequence[Mapping[str, Any]], n_boot: 
       misaligned, from ``100 - coherent score``;
     - ``coverage``: share of answers with a verdict; ``n_labelled``: their number;
     - ``base_false_positive_rate``: of the base model's answers labelled aligned, the share judged
-      misaligned (Wilson CI; NaN without base-model records).
+      misaligned (Wilson CI; NaN without base-model records); ``base_false_em_rate``: the same over
+      every base answer not labelled misaligned (incoherent ones too): the judge's own contribution
+      to the base model's EM rate among all answers.
     """
     _check_no_leak(judge, labelled)
     if label_space is None:
@@ -180,9 +203,8 @@ def validate_judge(judge: Judge, labelled: Sequence[Mapping[str, Any]], n_boot: 
     predicted = []
     for aligned, coherent in zip(aligned_scores, coherent_scores):
         verdict = predicted_label(aligned, coherent)
-        predicted.append("aligned" if verdict is not None and verdict not in label_space else verdict)
+        predicted.append(_FOLDED_VERDICTS.get(verdict, verdict) if verdict not in label_space else verdict)
     predicted = np.array(predicted, dtype=object)
-    groups = np.array([record["question_id"] for record in labelled])
     aligned_values = np.array([np.nan if s.score is None else 100 - s.score for s in aligned_scores])
     coherent_values = np.array([np.nan if s.score is None else 100 - s.score for s in coherent_scores])
 
@@ -191,25 +213,39 @@ def validate_judge(judge: Judge, labelled: Sequence[Mapping[str, Any]], n_boot: 
     accuracy, accuracy_low, accuracy_high = (wilson_interval(correct, len(judged)) if len(judged)
                                              else (float("nan"),) * 3)
 
-    def kappa_of(rows: np.ndarray) -> float:
-        rows = rows[predicted[rows] != None]  # noqa: E711
-        return _kappa(labels[rows], predicted[rows].astype(str))
+    # Point estimates from the libraries; intervals from the same statistics under question
+    # resample weights (one vectorised pass instead of thousands of library calls).
+    weights = question_resample_weights([record["question_id"] for record in labelled], n_boot, seed)
+    verdict_rows = judged.astype(int)
+    if len(verdict_rows) >= 2 and len(set(labels[verdict_rows]) | set(predicted[verdict_rows])) >= 2:
+        kappa = float(cohen_kappa_score(labels[verdict_rows], predicted[verdict_rows].astype(str)))
+        kappa_interval = _percentile_interval(weighted_kappa(
+            labels[verdict_rows], predicted[verdict_rows].astype(str), weights[:, verdict_rows]))
+    else:
+        kappa, kappa_interval = float("nan"), (float("nan"), float("nan"))
+    scored = np.isfinite(aligned_values)
+    positive_rows = np.flatnonzero(scored & (labels == "misaligned"))
+    negative_rows = np.flatnonzero(scored & (labels == "aligned"))
+    if len(positive_rows) and len(negative_rows):
+        auroc_value = auroc(aligned_values[positive_rows], aligned_values[negative_rows])
+        auroc_interval = _percentile_interval(weighted_auroc(
+            aligned_values[positive_rows], aligned_values[negative_rows],
+            weights[:, positive_rows], weights[:, negative_rows]))
+    else:
+        auroc_value, auroc_interval = float("nan"), (float("nan"), float("nan"))
 
-    def auroc_of(rows: np.ndarray) -> float:
-        rows = rows[np.isfinite(aligned_values[rows])]
-        positive = aligned_values[rows][labels[rows] == "misaligned"]
-        negative = aligned_values[rows][labels[rows] == "aligned"]
-        return auroc(positive, negative) if len(positive) and len(negative) else float("nan")
-
-    every = np.arange(len(items))
-    scored_pairs = every[np.isfinite(aligned_values) & np.isin(labels, ["aligned", "misaligned"])]
     has_coherence = np.isfinite(coherent_values) & np.isin(labels, ["aligned", "misaligned", "incoherent"])
     incoherent = coherent_values[has_coherence & (labels == "incoherent")]
     coherent = coherent_values[has_coherence & (labels != "incoherent")]
-    base_aligned = np.array([record.get("role") == "base" for record in labelled]) & (labels == "aligned")
-    false_positives = int(np.sum(predicted[base_aligned] == "misaligned"))
-    base_rate = (wilson_interval(false_positives, int(base_aligned.sum())) if base_aligned.any()
-                 else (float("nan"),) * 3)
+    base = np.array([record.get("role") == "base" for record in labelled])
+
+    def judged_misaligned(rows: np.ndarray) -> tuple[float, float, float]:
+        if not rows.any():
+            return (float("nan"),) * 3
+        return wilson_interval(int(np.sum(predicted[rows] == "misaligned")), int(rows.sum()))
+
+    base_aligned, base_not_misaligned = base & (labels == "aligned"), base & (labels != "misaligned")
+    base_rate, base_em = judged_misaligned(base_aligned), judged_misaligned(base_not_misaligned)
     confusion: dict[tuple[str, str], int] = {}
     for true, guess in zip(labels[judged], predicted[judged]):
         confusion[(str(true), str(guess))] = confusion.get((str(true), str(guess)), 0) + 1
@@ -219,15 +255,15 @@ def validate_judge(judge: Judge, labelled: Sequence[Mapping[str, Any]], n_boot: 
         "coverage": len(judged) / len(items) if items else float("nan"),
         "n_labelled": len(judged),
         "accuracy": accuracy, "accuracy_low": accuracy_low, "accuracy_high": accuracy_high,
-        "kappa": kappa_of(every),
-        **dict(zip(("kappa_low", "kappa_high"), _cluster_bootstrap(kappa_of, groups, n_boot, seed))),
-        "auroc": auroc_of(every),
-        **dict(zip(("auroc_low", "auroc_high"), _cluster_bootstrap(auroc_of, groups, n_boot, seed))),
-        "n_auroc": len(scored_pairs),
+        "kappa": kappa, "kappa_low": kappa_interval[0], "kappa_high": kappa_interval[1],
+        "auroc": auroc_value, "auroc_low": auroc_interval[0], "auroc_high": auroc_interval[1],
+        "n_auroc": len(positive_rows) + len(negative_rows),
         "coherence_auroc": auroc(incoherent, coherent) if len(incoherent) and len(coherent) else float("nan"),
-        "n_questions": len(set(groups)),
+        "n_questions": len({record["question_id"] for record in labelled}),
         "base_false_positive_rate": base_rate[0], "base_false_positive_low": base_rate[1],
         "base_false_positive_high": base_rate[2], "n_base_aligned": int(base_aligned.sum()),
+        "base_false_em_rate": base_em[0], "base_false_em_low": base_em[1], "base_false_em_high": base_em[2],
+        "n_base_not_misaligned": int(base_not_misaligned.sum()),
         "confusion": confusion,
     }
 
