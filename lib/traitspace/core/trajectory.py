@@ -8,10 +8,8 @@ fine-tuning run (e.g. "insecure_code", "secure_code") and step 0 is the untouche
 Every condition carries its own step-0 rows (the same base model measured through the same
 pipeline), so drift is always taken against the condition's own start.
 
-A table may also carry a ``seed`` column (the training seed): then a *trail* is one (condition,
-seed) and drift, means and PCA rows are per trail (:func:`trail_keys`). Tests of an effect of the
-training data across seeds live in :mod:`traitspace.core.seed_tests`; the prompt-paired tests here
-measure precision within one pair of trails.
+With a ``seed`` column (the training seed) a trail is one (condition, seed) (:func:`trail_keys`). Tests
+across seeds: :mod:`traitspace.core.seed_tests`; the prompt-paired tests here measure precision only.
 """
 
 from __future__ import annotations
@@ -38,8 +36,7 @@ def _require_columns(df: pd.DataFrame, columns: Sequence[str], where: str) -> No
 
 def _require_condition(df: pd.DataFrame, condition: str, where: str) -> None:
     if condition not in set(df["condition"]):
-        raise KeyError(f"{where}: condition {condition!r} not in table; "
-                       f"conditions are {sorted(set(df['condition']))}")
+        raise KeyError(f"{where}: condition {condition!r} not in table; conditions are {sorted(set(df['condition']))}")
 
 
 def trail_keys(df: pd.DataFrame) -> list[str]:
@@ -135,8 +132,8 @@ def differential(drift_df: pd.DataFrame, em: str, control: str) -> pd.DataFrame:
     _require_columns(drift_df, ["condition", "step", "trait", "drift"], "differential")
     _require_condition(drift_df, em, "differential")
     _require_condition(drift_df, control, "differential")
-    keys = (["seed"] if "seed" in drift_df.columns else []) + ["step", "trait"] + (
-        ["prompt"] if "prompt" in drift_df.columns else [])  # paired by seed, and by prompt when present
+    # Paired by seed, and by prompt when present.
+    keys = [key for key in ("seed", "step", "trait", "prompt") if key in drift_df.columns]
     em_rows = drift_df.loc[drift_df["condition"] == em, keys + ["drift"]]
     control_rows = drift_df.loc[drift_df["condition"] == control, keys + ["drift"]]
     merged = em_rows.merge(control_rows, on=keys, suffixes=("_em", "_control"), how="inner")
@@ -304,8 +301,7 @@ def decompose(drift_em: np.ndarray, drift_control: np.ndarray,
     drift_em = np.asarray(drift_em, dtype=float)
     drift_control = np.asarray(drift_control, dtype=float)
     if drift_em.shape != drift_control.shape or drift_em.ndim != 2:
-        raise ValueError(f"decompose: need two (steps, traits) arrays of one shape, "
-                         f"got {drift_em.shape} and {drift_control.shape}")
+        raise ValueError(f"decompose: need two (steps, traits) arrays of one shape, got {drift_em.shape} and {drift_control.shape}")
     step_labels = np.arange(drift_em.shape[0]) if steps is None else np.asarray(steps)
     if len(step_labels) != drift_em.shape[0]:
         raise ValueError(f"decompose: {len(step_labels)} step labels for "
