@@ -9,7 +9,7 @@ base model and at the final checkpoint of EM and control runs:
 - medical_harmful (and, with ``--train medical_sound``, its matched control): trained here with the
   project's trainer, stronger (128 rows, 2 epochs, lr 5e-4, one seed, 64 steps), into
   ``outputs/judges-labelset/checkpoints``. The shipped set trained medical_harmful only: on the
-  shared 2-core CPU one 64-step run took ~40 minutes.
+  shared 2-core CPU one 64-step run took ~27 minutes.
 
 Every stratum gets its own sampling run seed, so two strata never share random numbers (answers of
 a barely-moved adapter would otherwise nearly repeat the base model's). Writes one JSONL row per
