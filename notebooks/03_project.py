@@ -115,11 +115,16 @@ if analysis.axis is not None:
 # ## The whole trajectory at once (PCA)
 # Each checkpoint is a point in a space with one coordinate per trait. PCA finds the directions in
 # which the checkpoints differ most (fit with the base model as one point); each path shows how one
-# trail travels from the shared base model (step 0).
+# trail travels from the shared base model (step 0). Much variance in the first components only says
+# that fine-tuning moves the model along few directions, which any data does. Whether a component
+# separates EM from control is tested like a trait: its coordinate per run, EM minus control, against
+# the seed-pair null at every trained step (BH over components).
 
 # %%
 print("variance explained by the first components:", np.round(analysis.pca.explained_variance_ratio, 3))
 display(Image(filename=str(figures["pca_trajectory"])))
+for pair in analysis.pairs.values():
+    print(pair.pca_sentence())
 
 # %% [markdown]
 # ## How much of the shift is shared with the control?

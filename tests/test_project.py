@@ -152,6 +152,8 @@ def test_analysis_files_and_figures_read_back_through_load_outputs(setting, tmp_
     pd.testing.assert_frame_equal(outputs.decomposition[("em", "control")], pair.decomposition, check_dtype=False)
     assert set(outputs.mean_activations) == {("em", 0, 0), ("em", 0, 5), ("control", 0, 0), ("control", 0, 5)}
     pd.testing.assert_frame_equal(outputs.precision[("em", "control")], pair.precision, check_dtype=False)
+    pd.testing.assert_frame_equal(outputs.pca_test[("em", "control")], pair.pca_test, check_dtype=False)
+    assert "not testable" in pair.pca_sentence()
     assert outputs.seeds == [0]
     assert sorted(path.stem for path in outputs.figures) == sorted(figures)
     with pytest.raises(FileNotFoundError, match="notebook 03"):

@@ -15,6 +15,7 @@ from traitspace.core.seed_tests import (
     seed_level_shifts,
     seed_pair_differences,
 )
+from traitspace.project.analysis import pca_seed_test, projection_pca
 
 TRAITS = [f"trait_{index:02d}" for index in range(40)]
 STEPS = [0, 5, 10]
@@ -128,3 +129,20 @@ def test_activation_shift_along_trait_directions_is_explained_by_the_trait_basis
     orthogonal -= matrix @ np.linalg.lstsq(matrix, orthogonal, rcond=None)[0]
     means = {(condition, 0, 10): {6: orthogonal if condition == "em" else np.zeros(hidden)} for condition in ("em", "control")}
     assert activation_shift(means, "em", "control", 10, 6, basis).explained_share < 1e-6
+
+
+def _pca_test(table: pd.DataFrame) -> pd.DataFrame:
+    return pca_seed_test(projection_pca(table).coordinates, "em", "control")
+
+
+def test_a_pca_component_separates_em_from_control_only_when_the_em_data_moves_the_profile():
+    # Planted in EM runs only: the first component carries it and beats the seed-pair null at the last step.
+    planted = {trait: 3.0 for trait in TRAITS[:10]}
+    em_only = _pca_test(synthetic_projections(seeds=range(4), em_shift=planted))
+    final = em_only[em_only["step"] == 10].set_index("component")
+    assert final.loc["pc1", "significant"] and abs(final.loc["pc1", "differential"]) > 3
+    # The same shift in every run: the leading components still hold most variance (all checkpoints move
+    # along it), yet no component separates EM from control.
+    shared = synthetic_projections(seeds=range(4), shared_shift=planted)
+    assert projection_pca(shared).explained_variance_ratio[0] > 0.5
+    assert not _pca_test(shared)["significant"].any()

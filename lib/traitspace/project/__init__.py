@@ -7,7 +7,8 @@ Output folder ``outputs/<run>/projections/``:
 - ``drift.parquet``: condition, seed, step, trait, drift, base_norm, drift_pct_of_norm;
 - per EM/control pair (:mod:`.analysis`): ``top_shifts__<em>__vs__<control>.csv`` (seed-level test at
   the final step), ``seed_shifts_by_step__...csv`` (at every step), ``precision__...csv`` (prompt
-  resampling within each seed's two runs), ``activation_shift__...csv``, ``decomposition__<em>.csv``;
+  resampling within each seed's two runs), ``activation_shift__...csv``, ``pca_seed_test__...csv`` (PCA
+  coordinates, EM minus control, against the seed-pair null), ``decomposition__<em>.csv``;
   ``assistant_axis.csv``, ``pca_coordinates.csv``;
 - ``figures/*.png`` (:mod:`.plots`);
 - ``parts/<condition>/seed-<k>/step-<N>.{parquet,json,mean_activation.safetensors}``: the per-checkpoint
@@ -70,6 +71,7 @@ class ProjectionOutputs:
     shifts_by_step: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)    # seed-level test per step
     precision: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)         # prompt resampling per seed
     activation_shift: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)  # per layer
+    pca_test: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)  # PCA coordinates vs seed-pair null
 
     @property
     def seeds(self) -> list[int]:
@@ -97,4 +99,4 @@ def load_outputs(run_dir: str | Path) -> ProjectionOutputs:
     figures = sorted((folder / "figures").glob("*.png"))
     return ProjectionOutputs(projections, drift, pairs, mean_activations, tables["top_shifts"],
                              tables["decomposition"], figures, tables["shifts_by_step"], tables["precision"],
-                             tables["activation_shift"])
+                             tables["activation_shift"], tables["pca_test"])

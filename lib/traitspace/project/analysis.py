@@ -15,7 +15,10 @@ Training seeds are the unit of replication (:mod:`traitspace.core.seed_tests`):
   parts at each step, in two conventions (see :func:`decomposition`).
 - **Assistant Axis**: the mean projection per trail and step with a bootstrap interval over prompts.
 - **PCA trajectory**: each checkpoint's mean trait profile in the first principal components, fit
-  with the base model as one row (not once per trail).
+  with the base model as one row (not once per trail). A large share of variance in the first
+  components says only that the checkpoints move along few directions, which training on any data
+  does; whether a component separates EM from control is tested like a trait (its coordinates per
+  run, EM minus control against the seed-pair null at every step: ``pca_seed_test__*.csv``).
 
 :func:`write_analysis` writes the tables into ``projections/`` under fixed names (the file names
 below); :func:`read_pair_tables` is how ``traitspace.project.load_outputs`` reads them back.
@@ -63,6 +66,10 @@ def decomposition_file(folder: str | Path, em: str) -> Path:
     return Path(folder) / f"decomposition__{em}.csv"
 
 
+def pca_test_file(folder: str | Path, em: str, control: str) -> Path:
+    return Path(folder) / f"pca_seed_test__{em}__vs__{control}.csv"
+
+
 @dataclass
 class PairAnalysis:
     em: str
@@ -75,6 +82,7 @@ class PairAnalysis:
     decomposition: pd.DataFrame  # step, shared_norm, specific_norm, ratios (both conventions), cosine
     activation_shift: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per layer
     n_seeds: int = 1
+    pca_test: pd.DataFrame = field(default_factory=pd.DataFrame)  # component, step, seed-level test columns
 
     @property
     def testable(self) -> bool:
@@ -116,6 +124,20 @@ class PairAnalysis:
                 f"{row.seed_pair_norm:.3g} on average), trait basis explains {row.explained_share:.0%} of its squared "
                 f"norm (a random direction: {row.chance_share:.0%})" for row in self.activation_shift.itertuples()]
         return f"{self.em} vs {self.control} at step {self.final_step}, in activation space: " + "; ".join(rows)
+
+    def pca_sentence(self) -> str:
+        if not len(self.pca_test):
+            return f"{self.em} vs {self.control}: no PCA component to test"
+        final = self.pca_test[self.pca_test["step"] == self.pca_test["step"].max()]
+        parts = [f"{row.component} {row.differential:+.3g} [{row.ci_low:.3g}, {row.ci_high:.3g}]"
+                 + ("" if np.isnan(row.q_value) else f" q = {row.q_value:.2g}") for row in final.itertuples()]
+        if not self.testable:
+            return (f"{self.em} vs {self.control} at step {int(final['step'].iloc[0])}, EM-minus-control PCA coordinates "
+                    f"(one seed: not testable): " + "; ".join(parts))
+        n_beating = int(self.pca_test["significant"].sum())
+        return (f"{self.em} vs {self.control} at step {int(final['step'].iloc[0])}, EM-minus-control PCA coordinates "
+                f"(95% interval across seeds): " + "; ".join(parts) + f". Over all {self.pca_test['step'].nunique()} "
+                f"trained steps, {n_beating} of {len(self.pca_test)} component-steps beat the seed-pair null.")
 
 
 @dataclass
@@ -186,6 +208,18 @@ def activation_shift_table(mean_activations, em: str, control: str, step: int, u
     return pd.DataFrame(rows)
 
 
+def pca_seed_test(coordinates: pd.DataFrame, em: str, control: str) -> pd.DataFrame:
+    """Each PCA component's EM-minus-control coordinate at every trained step, tested across seeds
+    against the seed-pair null like a trait (BH over components at each step)."""
+    components = [column for column in coordinates.columns if column.startswith("pc")]
+    rows = coordinates[coordinates["condition"].isin([em, control])]
+    long = rows.melt(id_vars=["condition", "seed", "step"], value_vars=components, var_name="trait",
+                     value_name="drift")
+    table = seed_level_shifts_by_step(long, em, control)
+    return table.rename(columns={"trait": "component"}).sort_values(["step", "component"], kind="stable"
+                                                                    ).reset_index(drop=True)
+
+
 def analyse_pair(trait_table: pd.DataFrame, mean_drift: pd.DataFrame, em: str, control: str, settings,
                  seed: int, mean_activations=None, unit_vectors=None, trait_layers=None) -> PairAnalysis:
     """Seed-level shifts, precision, activation shift and decomposition of one pair (``settings``:
@@ -249,8 +283,10 @@ def analyse_projections(table: pd.DataFrame, pairs: dict[str, str], settings, se
     analysed = {(em, control): analyse_pair(traits, mean_drift, em, control, settings, seed, mean_activations,
                                             unit_vectors, trait_layers)
                 for em, control in pairs.items()}
-    return ProjectionAnalysis(analysed, assistant_axis_summary(table, settings.n_boot, seed),
-                              projection_pca(traits), settings.top_k)
+    pca = projection_pca(traits)
+    for (em, control), pair in analysed.items():
+        pair.pca_test = pca_seed_test(pca.coordinates, em, control)
+    return ProjectionAnalysis(analysed, assistant_axis_summary(table, settings.n_boot, seed), pca, settings.top_k)
 
 
 def write_analysis(analysis: ProjectionAnalysis, folder: str | Path) -> list[Path]:
@@ -262,6 +298,7 @@ def write_analysis(analysis: ProjectionAnalysis, folder: str | Path) -> list[Pat
         tables.append((precision_file(folder, pair.em, pair.control), pair.precision))
         tables.append((activation_shift_file(folder, pair.em, pair.control), pair.activation_shift))
         tables.append((decomposition_file(folder, pair.em), pair.decomposition))
+        tables.append((pca_test_file(folder, pair.em, pair.control), pair.pca_test))
     if analysis.axis is not None:
         tables.append((Path(folder) / AXIS_FILE, analysis.axis))
     tables.append((Path(folder) / PCA_FILE, analysis.pca.coordinates))
@@ -272,15 +309,18 @@ def write_analysis(analysis: ProjectionAnalysis, folder: str | Path) -> list[Pat
 
 
 def read_pair_tables(folder: str | Path, pairs: dict[str, str]) -> dict[str, dict[tuple[str, str], pd.DataFrame]]:
-    """{"top_shifts" | "shifts_by_step" | "precision" | "activation_shift" | "decomposition":
+    """{"top_shifts" | "shifts_by_step" | "precision" | "activation_shift" | "pca_test" | "decomposition":
     {(em, control): table}}, as :func:`write_analysis` wrote them."""
     files = {"top_shifts": top_shifts_file, "shifts_by_step": shifts_by_step_file, "precision": precision_file,
-             "activation_shift": activation_shift_file,
+             "activation_shift": activation_shift_file, "pca_test": pca_test_file,
              "decomposition": lambda folder, em, control: decomposition_file(folder, em)}
     tables: dict[str, dict] = {name: {} for name in files}
     for em, control in pairs.items():
         for name, path_of in files.items():
             path = path_of(folder, em, control)
+            if name == "pca_test" and not path.is_file():  # runs analysed before the PCA test existed
+                tables[name][(em, control)] = pd.DataFrame()
+                continue
             try:
                 tables[name][(em, control)] = pd.read_csv(path)
             except pd.errors.EmptyDataError:  # an empty table (e.g. no activation shift) is written header-less
