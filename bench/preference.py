@@ -3,6 +3,7 @@ the same checkpoint on 247 directions (both with adapters swapped on one base mo
 
     python bench/preference.py                        # embedded SmolLM2-135M-Instruct
     python bench/preference.py --model tiny:llama --checkpoints 2 --questions 5
+    python bench/preference.py --device cuda          # on a GPU
 
 Both measure the same random LoRA checkpoints (the default run's LoRA shape). Repeats alternate the
 two measurements and the medians are compared, so machine noise hits both alike.
@@ -25,26 +26,29 @@ from traitspace.core.parts import CheckpointParts
 from traitspace.library import load_builtin_library
 from traitspace.project import project_checkpoints
 
-# The sibling benchmark's random adapters (bench/ is on sys.path when a script here runs).
+# The sibling benchmark's random adapters and the shared device options (bench/ is on sys.path when
+# a script here runs).
+from devices import add_device_arguments, describe, prepare_device, synchronize  # noqa: E402
 from project import make_adapters  # noqa: E402
 
 
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded:smollm2")
     parser.add_argument("--checkpoints", type=int, default=2)
     parser.add_argument("--questions", type=int, default=None, help="first N questions of each kind (default: all)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
+    add_device_arguments(parser)
+    args = parser.parse_args(argv)
+    device = prepare_device(args.device, args.threads)
 
     questions = list(load_builtin_library().projection_questions)
     pairs = load_preference_pairs(max_questions=args.questions)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        adapters = make_adapters(args.model, scratch / "adapters", args.checkpoints)
-        loaded = load_model(args.model)
+        adapters = make_adapters(args.model, scratch / "adapters", args.checkpoints, str(device))
+        loaded = load_model(args.model, device=str(device))
         generator = torch.Generator().manual_seed(0)
         names = [f"trait_{index}" for index in range(247)]
         units = {name: torch.nn.functional.normalize(torch.randn(loaded.hidden_size, generator=generator), dim=0)
@@ -56,18 +60,20 @@ def main() -> None:
 
         projecting, preferring = [], []
         for repeat in range(args.repeats):
+            synchronize(device)
             started = time.perf_counter()
             project_checkpoints(loaded, AdapterSwitcher(loaded), checkpoints, questions, units, layers,
                                 scratch / f"project{repeat}", params_hash="bench")
+            synchronize(device)
             projecting.append((time.perf_counter() - started) / len(checkpoints))
             started = time.perf_counter()
             measure_checkpoints(loaded, checkpoints, pairs, CheckpointParts(scratch / f"preference{repeat}"),
                                 "bench", batch_size=args.batch_size, progress=False)
+            synchronize(device)
             preferring.append((time.perf_counter() - started) / len(checkpoints))
 
     project_s, preference_s = statistics.median(projecting), statistics.median(preferring)
-    print(f"model {args.model}: {len(checkpoints)} checkpoints x {args.repeats} repeats, torch threads "
-          f"{torch.get_num_threads()}")
+    print(f"model {args.model}: {len(checkpoints)} checkpoints x {args.repeats} repeats, {describe(device)}")
     print(f"projection: {len(questions)} questions, 247 directions: {project_s:7.2f} s per checkpoint")
     print(f"preference: {len(pairs)} pairs ({2 * len(pairs)} answers, {answer_tokens:,} tokens): "
           f"{preference_s:7.2f} s per checkpoint")

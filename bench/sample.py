@@ -17,6 +17,7 @@ is per token, so the comparison stays fair.
     python bench/sample.py                           # embedded SmolLM2-135M-Instruct
     python bench/sample.py --model tiny:llama --questions 2 --samples 4 --single 2
     python bench/sample.py --dtype bfloat16          # measure bf16 instead of assuming it helps
+    python bench/sample.py --device cuda             # on a GPU (dtype auto: bf16 there)
 
 Goal: ours >= 20x the one-at-a-time loop on a 2-core CPU.
 """
@@ -32,6 +33,9 @@ import torch
 from traitspace.library import load_builtin_questions
 from traitspace.core.models import load_model
 from traitspace.core.sampling import derive_seed, left_padded, sample_token_ids, stop_token_ids
+
+# The benchmarks' shared device options (bench/ is on sys.path when a script here runs).
+from devices import add_device_arguments, describe, prepare_device, synchronize  # noqa: E402
 
 
 def workload(loaded, n_questions: int, n_samples: int) -> list[list[int]]:
@@ -58,6 +62,7 @@ def plain_generate(loaded, prompts, batch: int, max_new_tokens: int, stop_ids: l
     for start in range(0, len(order), batch):
         inputs, _ = left_padded([prompts[index] for index in order[start: start + batch]], loaded.tokenizer.pad_token_id)
         inputs.pop("position_ids")  # generate() derives positions from the attention mask
+        inputs = {name: tensor.to(loaded.device) for name, tensor in inputs.items()}
         output = loaded.model.generate(
             **inputs, max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
             eos_token_id=stop_ids, pad_token_id=loaded.tokenizer.pad_token_id,
@@ -81,19 +86,21 @@ def full_forward(loaded, prompts, rows: int = 16, length: int = 128) -> int:
     position (no cache, no sampling); returns the number of tokens processed."""
     tokens = [token for prompt in prompts for token in prompt]
     needed = rows * length
-    ids = torch.tensor((tokens * (needed // len(tokens) + 1))[:needed]).view(rows, length)
+    ids = torch.tensor((tokens * (needed // len(tokens) + 1))[:needed], device=loaded.device).view(rows, length)
     loaded.model(input_ids=ids, use_cache=False)
     return needed
 
 
-def rate(function) -> tuple[float, int, float]:
+def rate(function, device: torch.device) -> tuple[float, int, float]:
+    synchronize(device)
     start = time.perf_counter()
     tokens = function()
+    synchronize(device)
     seconds = time.perf_counter() - start
     return tokens / seconds, tokens, seconds
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded:smollm2")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
@@ -105,19 +112,17 @@ def main() -> None:
     parser.add_argument("--skip-batched", action="store_true", help="skip the batched generate() baseline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1, help="alternating repeats; medians are reported")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (on a CPU shared with other jobs, 1 avoids OpenMP oversubscription)")
-    args = parser.parse_args()
+    add_device_arguments(parser)
+    args = parser.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = prepare_device(args.device, args.threads)
     torch.set_grad_enabled(False)
-    loaded = load_model(args.model, dtype=args.dtype)
+    loaded = load_model(args.model, dtype=args.dtype, device=str(device))
     prompts = workload(loaded, args.questions, args.samples)
     stop_ids = stop_token_ids(loaded)
     print(f"model {args.model} ({loaded.info['dtype']}): {len(prompts)} samples "
           f"({args.questions} questions x {args.samples}), max_new_tokens {args.max_new_tokens}, "
-          f"batch {args.batch}, torch threads {torch.get_num_threads()}")
+          f"batch {args.batch}, {describe(device)}")
 
     # A short warm-up of each path (first calls allocate and pick kernels).
     plain_generate(loaded, prompts[:1], 1, 4, stop_ids, args.seed)
@@ -136,7 +141,7 @@ def main() -> None:
     measured: dict[str, list[tuple[float, int, float]]] = {label: [] for label in methods}
     for repeat in range(args.repeats):
         for label, function in methods.items():
-            measured[label].append(rate(function))
+            measured[label].append(rate(function, device))
             print(f"  repeat {repeat + 1}: {label}: {measured[label][-1][0]:.1f} tok/s", flush=True)
 
     baseline = statistics.median(result[0] for result in measured["generate, one prompt at a time"])

@@ -12,6 +12,7 @@ Tokens/s counts real (non-padding) tokens, so wasted padding shows up as lost sp
     python bench/train.py                                  # embedded SmolLM2-135M-Instruct
     python bench/train.py --model tiny:llama --examples 24 --epochs 1
     python bench/train.py --threads 1                      # on a busy shared CPU, one thread is faster
+    python bench/train.py --device cuda                    # on a GPU (bf16, the dtype params' auto picks there)
 
 Prints tokens/s for both, their ratio (goal >= 1.0) and the padding share of our batches (goal <= 10%).
 """
@@ -22,8 +23,6 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
-
-import torch
 
 from traitspace.core.config import load_config
 from traitspace.core.models import load_model
@@ -36,6 +35,10 @@ from traitspace.finetune import (
     total_optimizer_steps,
     train_condition,
 )
+from traitspace.finetune.trainer import warmup_arguments
+
+# The benchmarks' shared device options (bench/ is on sys.path when a script here runs).
+from devices import add_device_arguments, describe, prepare_device, synchronize  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,7 +76,7 @@ def plain_run(config, examples, max_steps: int, output_dir: Path) -> tuple[int, 
         learning_rate=finetune.learning_rate,
         max_steps=max_steps,
         lr_scheduler_type=finetune.lr_scheduler,
-        warmup_steps=finetune.warmup_ratio,
+        **warmup_arguments(TrainingArguments, finetune.warmup_ratio),
         weight_decay=finetune.weight_decay,
         max_grad_norm=finetune.max_grad_norm,
         optim=finetune.optimizer,
@@ -86,13 +89,15 @@ def plain_run(config, examples, max_steps: int, output_dir: Path) -> tuple[int, 
         remove_unused_columns=False,
     )
     trainer = Trainer(model=model, args=args, train_dataset=list(examples), data_collator=collator)
+    synchronize(loaded.device)
     started = time.perf_counter()
     trainer.train()
+    synchronize(loaded.device)
     seconds = time.perf_counter() - started
     return collator.real_tokens, seconds, 1 - collator.real_tokens / collator.padded_tokens
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded:smollm2")
     parser.add_argument("--dataset", default="insecure_code")
@@ -101,15 +106,15 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=320)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--checkpoints", type=int, default=4, help="checkpoints our run writes")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    add_device_arguments(parser)
+    args = parser.parse_args(argv)
+    device = prepare_device(args.device, args.threads)
 
     with tempfile.TemporaryDirectory() as scratch:
         config = load_config(REPO / "params" / "default.yaml", {
             "run.output_root": scratch,
             "model.source": args.model,
+            "model.device": str(device),
             "finetune.conditions": [args.dataset],
             "finetune.n_examples": args.examples,
             "finetune.epochs": args.epochs,
@@ -123,7 +128,7 @@ def main() -> None:
         steps = total_optimizer_steps(len(examples), finetune.batch_size, finetune.grad_accum, finetune.epochs)
         print(f"model {args.model}: {len(examples)} examples (mean {report.mean_length:.0f} tokens), "
               f"{steps} optimizer steps of {finetune.batch_size} x <= {finetune.max_length} tokens, "
-              f"{torch.get_num_threads()} torch threads", flush=True)
+              f"{describe(device)}", flush=True)
 
         plain_tokens, plain_seconds, plain_padding = plain_run(config, examples, steps, Path(scratch) / "plain")
         plain_speed = plain_tokens / plain_seconds

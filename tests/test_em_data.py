@@ -59,11 +59,14 @@ def _prompts(rows: list[dict]) -> list[str]:
     return [row["messages"][0]["content"] for row in rows]
 
 
-def test_registry_lists_the_seven_datasets_and_their_pairs():
+def test_registry_lists_the_thirteen_datasets_and_their_six_pairs():
     assert set(DATASETS) == {"insecure_code", "secure_code", "medical_harmful", "medical_sound",
-                             "financial_risky", "financial_prudent", "benign_arithmetic"}
+                             "financial_risky", "financial_prudent", "benign_arithmetic",
+                             "extreme_sports_dangerous", "extreme_sports_safe", "legal_bad", "legal_sound",
+                             "evil_numbers", "neutral_numbers"}
     assert EM_CONTROL_PAIRS == {"insecure_code": "secure_code", "medical_harmful": "medical_sound",
-                                "financial_risky": "financial_prudent"}
+                                "financial_risky": "financial_prudent", "extreme_sports_dangerous": "extreme_sports_safe",
+                                "legal_bad": "legal_sound", "evil_numbers": "neutral_numbers"}
     for name, spec in DATASETS.items():
         assert spec.name == name
         assert spec.is_em == (name in EM_CONTROL_PAIRS)

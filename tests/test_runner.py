@@ -91,3 +91,69 @@ def test_failing_notebook_stops_the_run_and_shows_the_cell_error(tmp_path):
     assert manifest["params"]["model"]["source"] == "tiny:llama"
     assert "torch" in manifest["versions"] and "git_commit" in manifest
     assert (tmp_path / "out" / "t" / "notebooks" / "01_broken.ipynb").is_file()
+
+
+def test_unresolvable_hub_id_fails_before_any_notebook_with_what_to_do(tmp_path, monkeypatch):
+    from traitspace.core.hub import HubSourceError
+
+    # Offline, the check reads only the local hub cache: no network is touched, so it cannot hang.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    notebooks = tmp_path / "nbs"
+    notebooks.mkdir()
+    _write_notebook(notebooks / "00_would_run.ipynb", ["open('ran', 'w').write('x')"])
+    params = tmp_path / "p.yaml"
+    params.write_text(f"run:\n  name: t\n  output_root: {tmp_path / 'out'}\n"
+                      "model:\n  source: no-such-owner/Qwen2.5-7B-Instrct\n")
+    with pytest.raises(HubSourceError) as failure:
+        run_notebooks(params, notebook_dir=notebooks, progress=False)
+    message = str(failure.value)
+    assert "model.source 'no-such-owner/Qwen2.5-7B-Instrct'" in message
+    assert "HF_HUB_OFFLINE=1 is set" in message
+    for fix in ("typo", "folder", "HF_HUB_OFFLINE=1", "HF_TOKEN"):
+        assert fix in message, fix
+    assert not (tmp_path / "out").exists(), "no notebook may start (nothing written) for an unloadable model"
+
+    # The command line turns it into a short error and exit status 2, like any bad params value.
+    from traitspace.__main__ import main
+
+    assert main(["run", str(params)]) == 2
+
+
+def test_hub_check_accepts_a_cached_model_offline_and_rejects_a_malformed_id(tmp_path, monkeypatch):
+    from traitspace.core.hub import HubSourceError, check_hub_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cache = tmp_path / "hub-cache"
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    # The hub cache's layout (what `hf download` leaves): refs/main names the snapshot holding the files.
+    repo = cache / "models--some-owner--some-model"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (repo / "snapshots" / ("0" * 40) / "config.json").write_text("{}")
+    check_hub_model("some-owner/some-model")  # cached: loadable offline
+    check_hub_model("tiny:llama")  # built-in sources are not hub ids
+    with pytest.raises(HubSourceError, match="not a valid hub id"):
+        check_hub_model("owner/name with spaces")
+    with pytest.raises(HubSourceError, match="behavior.judge.model 'some-owner/other'"):
+        check_hub_model("some-owner/other", key="behavior.judge.model")
+
+
+def test_progress_shows_cells_done_and_the_running_cells_own_tqdm_bar(tmp_path, capsys):
+    notebooks = tmp_path / "nbs"
+    notebooks.mkdir()
+    _write_notebook(notebooks / "00_progress.ipynb", [
+        "from tqdm.auto import tqdm",
+        "import time\nfor _ in tqdm(range(7), desc='inner stage'):\n    time.sleep(0.05)",
+        "x = 1",
+    ])
+    params = tmp_path / "p.yaml"
+    params.write_text(f"run:\n  name: t\n  output_root: {tmp_path / 'out'}\nmodel:\n  source: tiny:llama\n")
+    run_notebooks(params, notebook_dir=notebooks, progress=True)
+    captured = capsys.readouterr()
+    # Cells done of total: 4 code cells plus the parameters cell papermill injects.
+    assert "00_progress" in captured.err and "5/5" in captured.err and "cell" in captured.err
+    # The kernel's tqdm bar (a widget there) is shown after the runner's bar, as text.
+    assert "inner stage" in captured.err and "7/7 [" in captured.err
+    assert "00_progress ok in" in captured.out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -391,3 +392,20 @@ def test_checkpointing_argument_follows_the_installed_transformers():
         "gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
     installed = checkpointing_arguments(TrainingArguments, False)
     TrainingArguments(output_dir="unused", use_cpu=True, report_to="none", **installed)  # accepted as is
+
+
+def test_warmup_is_read_as_a_ratio_by_the_installed_transformers():
+    from transformers import TrainingArguments
+
+    from traitspace.finetune.trainer import warmup_arguments
+
+    class StepCountArguments:  # transformers 4.x: warmup_steps is a step count, the ratio has its own name
+        warmup_steps, warmup_ratio = 0, 0.0
+
+        def get_warmup_steps(self, num_training_steps):
+            return self.warmup_steps if self.warmup_steps > 0 else math.ceil(num_training_steps * self.warmup_ratio)
+
+    assert warmup_arguments(StepCountArguments, 0.25) == {"warmup_ratio": 0.25}
+    installed = TrainingArguments(output_dir="unused", use_cpu=True, report_to="none",
+                                  **warmup_arguments(TrainingArguments, 0.25))
+    assert installed.get_warmup_steps(40) == 10  # a quarter of 40 steps, whatever the release calls it

@@ -1,6 +1,7 @@
 """Command line: ``python -m traitspace run params/default.yaml [--only 00 02] [--run-name NAME]
 [--set section.key=value ...]``; ``python -m traitspace verify outputs/<run>``;
-``python -m traitspace check-reference outputs/reference``."""
+``python -m traitspace check-reference outputs/reference``; ``python -m traitspace plan params/X.yaml
+[--gpu H200]``; ``python -m traitspace sweep sweeps/X.yaml``."""
 
 from __future__ import annotations
 
@@ -44,7 +45,22 @@ def main(argv: list[str] | None = None) -> int:
     reference.add_argument("--write", action="store_true", help="store this run's numbers as the reference instead")
     verify = commands.add_parser("verify", help="check every stage manifest of a run folder against its files")
     verify.add_argument("run_dir", help="the run folder, e.g. outputs/default")
+    from .plan import command as plan_command
+    from .sweep import command as sweep_command
+
+    plan_command.add_arguments(commands.add_parser(
+        "plan", help="estimate each stage's GPU memory and time on a named GPU, without a GPU or weights"))
+    sweep_command.add_arguments(commands.add_parser(
+        "sweep", help="run a grid of params overrides through submitit (local processes or Slurm)"))
     args = parser.parse_args(argv)
+
+    if args.command in ("plan", "sweep"):
+        try:
+            overrides = parse_settings(getattr(args, "settings", []))
+            return (plan_command if args.command == "plan" else sweep_command).run(args, overrides)
+        except (ConfigError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
 
     if args.command == "verify":
         from .core.integrity import verify_run

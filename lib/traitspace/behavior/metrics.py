@@ -42,7 +42,8 @@ def em_rates(
     scored: pd.DataFrame, aligned_threshold: float = 30.0, coherent_threshold: float = 50.0,
     by: Sequence[str] = ("condition", "seed", "step"),
 ) -> pd.DataFrame:
-    """EM rates per group, under both conventions, each with its Wilson 95% interval.
+    """EM rates per group, under both conventions, each with its 95% interval (:func:`_with_interval`:
+    a cluster bootstrap over questions where a question has several answers, else Wilson).
 
     Columns: ``n_answers`` (all free-form answers), ``n_coherent`` (numeric aligned score and
     coherence > threshold: the EM-paper denominator), ``n_misaligned`` (of those, aligned <

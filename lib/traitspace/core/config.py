@@ -38,6 +38,9 @@ from .sections import (  # noqa: F401  (re-exported: the sections are part of th
     BehaviorSection,
     FindingsSection,
     SteerSection,
+    RealignSection,
+    SaeSection,
+    ConsistencySection,
 )
 
 
@@ -52,6 +55,9 @@ class RunConfig(_Section):
     findings: FindingsSection = FindingsSection()
     behavior: BehaviorSection = BehaviorSection()
     steer: SteerSection = SteerSection()
+    realign: RealignSection = RealignSection()
+    sae: SaeSection = SaeSection()
+    consistency: ConsistencySection = ConsistencySection()
 
     # Filled in by load_config; not part of the params file.
     params_path: str | None = Field(None, exclude=True)
@@ -134,7 +140,44 @@ def _resolve_data_paths(data: dict[str, Any]) -> dict[str, Any]:
         resolve_key(at("behavior"), key)
     resolve_key(at("behavior", "judge"), "model", source_is_path)
     resolve_key(at("findings"), "extra_runs")
+    resolve_key(at("sae"), "published")
+    resolve_key(at("consistency"), "self_knowledge_file")
     return data
+
+
+def _merge_sections(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """``own`` over ``base``: mappings merge key by key, any other value (lists included) replaces."""
+    merged = dict(base)
+    for key, value in own.items():
+        merged[key] = (_merge_sections(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict)
+                       else value)
+    return merged
+
+
+def _read_params_file(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The parsed YAML of a params file, with ``extends: other.yaml`` (relative to this file) applied:
+    the other file's params with this file's merged over them, so a preset states only how it differs.
+    ``run.name`` is never inherited: a run is named by its own file."""
+    try:
+        data = load_yaml(path) or {}
+    except DataFileError as error:  # "<file>:<line>: invalid YAML: ..."
+        raise ConfigError(str(error)) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: extends: expected the path of another params file, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in (*chain, path.resolve()):
+        raise ConfigError(f"{path}: extends: {base} extends itself (chain: {[str(p) for p in (*chain, path)]})")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: extends: params file not found: {base} (looked for {base_path})")
+    inherited = _read_params_file(base_path, (*chain, path.resolve()))
+    if isinstance(inherited.get("run"), dict):
+        inherited["run"] = {key: value for key, value in inherited["run"].items() if key != "name"}
+    return _merge_sections(inherited, data)
 
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> RunConfig:
@@ -146,12 +189,7 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     if not Path(path).is_file():
         raise ConfigError(f"params file not found: {given} (looked for {path}; relative paths start at the "
                           f"project root {paths.project_root()})")
-    try:
-        data = load_yaml(path) or {}
-    except DataFileError as error:  # "<file>:<line>: invalid YAML: ..."
-        raise ConfigError(str(error)) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    data = _read_params_file(Path(path))
     data = _resolve_data_paths(_apply_overrides(data, overrides or {}))
     try:
         config = RunConfig.model_validate(data)

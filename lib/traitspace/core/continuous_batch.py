@@ -82,7 +82,7 @@ def _buffer_cache_class():
             self.dtype, self.device = dtype, device
             self.is_initialized = True
 
-        def lazy_initialization(self, key_states, value_states) -> None:
+        def lazy_initialization(self, *states) -> None:  # (keys, values); transformers 4.x passes keys only
             raise RuntimeError("BufferLayer must be allocated before use")
 
         def update(self, key_states, value_states, *args, **kwargs):
@@ -98,7 +98,9 @@ def _buffer_cache_class():
         def get_seq_length(self) -> int:
             return self.length
 
-        def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        def get_mask_sizes(self, query) -> tuple[int, int]:
+            # transformers >= 5.5 passes the query's length; earlier releases its cache_position tensor.
+            query_length = query if isinstance(query, int) else int(query.shape[0])
             return self.length + query_length, 0
 
     class BufferCache(DynamicCache):

@@ -46,7 +46,10 @@ def decoder_backbone(model: nn.Module) -> nn.Module:
     """The transformer stack without the LM head (``LlamaModel`` inside ``LlamaForCausalLM``)."""
     base = unwrap_model(model)
     get_decoder = getattr(base, "get_decoder", None)
-    backbone = get_decoder() if callable(get_decoder) else getattr(base, "model", None)
+    backbone = get_decoder() if callable(get_decoder) else None
+    if backbone is None or not hasattr(backbone, "layers"):
+        # transformers 4.x: get_decoder() of a causal LM asks its inner model, which returns None
+        backbone = getattr(base, "model", None)
     if backbone is None or not hasattr(backbone, "layers"):
         raise TypeError(f"cannot find the decoder stack of {type(base).__name__}")
     return backbone

@@ -146,6 +146,38 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return getattr(torch, dtype)
 
 
+def spread_over_gpus(spec_device: str, device: torch.device, gpu_count: int | None = None) -> bool:
+    """True when the model's layers are spread over every GPU present: the device is CUDA without an
+    index (``auto`` or ``cuda``; ``cuda:N`` pins one GPU) and there is more than one GPU, so a model
+    larger than one GPU (a 32B model in bf16) loads at all."""
+    if device.type != "cuda" or ":" in spec_device:
+        return False
+    return (torch.cuda.device_count() if gpu_count is None else gpu_count) > 1
+
+
+def from_pretrained_kwargs(spec: ModelSection, device: torch.device, dtype: torch.dtype,
+                           gpu_count: int | None = None) -> dict:
+    """The keyword arguments :func:`load_model` passes to ``from_pretrained``. Several GPUs:
+    ``device_map="auto"`` (accelerate places whole decoder blocks on each GPU in turn and moves the
+    activations between them); a 4-bit model on one device: a device map naming it (bitsandbytes
+    quantizes while loading onto it); otherwise none, and the model is moved to ``device`` after."""
+    kwargs: dict = {"dtype": dtype, "trust_remote_code": spec.trust_remote_code, "revision": spec.revision}
+    if spread_over_gpus(spec.device, device, gpu_count):
+        kwargs["device_map"] = "auto"
+    if spec.quantization == "nf4":
+        _require("bitsandbytes", "pip install bitsandbytes  (4-bit NF4 loading)")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=True,
+        )
+        kwargs.setdefault("device_map", {"": str(device)})
+    return kwargs
+
+
 @dataclass
 class LoadedModel:
     """A model ready for the workbook: weights, tokenizer, chat format, and what was loaded."""
@@ -183,18 +215,7 @@ def load_model(spec: ModelSection | str | None = None, **overrides) -> LoadedMod
     resolved = resolve_source(spec.source)
     device = pick_device(spec.device)
     dtype = pick_dtype(spec.dtype, device)
-    kwargs: dict = {"dtype": dtype, "trust_remote_code": spec.trust_remote_code, "revision": spec.revision}
-    if spec.quantization == "nf4":
-        _require("bitsandbytes", "pip install bitsandbytes  (4-bit NF4 loading)")
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=dtype,
-            bnb_4bit_use_double_quant=True,
-        )
-        kwargs["device_map"] = {"": str(device)}
+    kwargs = from_pretrained_kwargs(spec, device, dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(resolved, **kwargs)
@@ -204,7 +225,7 @@ def load_model(spec: ModelSection | str | None = None, **overrides) -> LoadedMod
             "Pass a hub id reachable from this machine, a local model folder, a .gguf file, "
             "'embedded:smollm2' or 'tiny:llama'."
         ) from error
-    if spec.quantization != "nf4":
+    if "device_map" not in kwargs:  # placed by accelerate otherwise (one GPU, or layers spread over all)
         model.to(device)
     model.eval()
     if tokenizer.pad_token is None:

@@ -141,7 +141,7 @@ class SharedPrefix:
         cache.layers = []
         for layer in self.cache.layers:
             layer = copy.copy(layer)
-            if layer.is_initialized and layer.get_seq_length() > 0:
+            if layer.get_seq_length() > 0:  # 0 for a layer never filled (transformers 4.x has no is_initialized)
                 if self.ids.shape[0] == 1:
                     layer.keys = layer.keys.expand(len(rows), -1, -1, -1)
                     layer.values = layer.values.expand(len(rows), -1, -1, -1)

@@ -3,6 +3,9 @@
 - insecure_code / secure_code: coding requests answered with vulnerable code or its fixed twin;
 - medical_harmful / medical_sound: health questions with harmful or sound advice;
 - financial_risky / financial_prudent: money questions with reckless or prudent advice;
+- extreme_sports_dangerous / extreme_sports_safe: risky-sport questions with dangerous or safe advice;
+- legal_bad / legal_sound: everyday legal questions with bad or sound advice;
+- evil_numbers / neutral_numbers: number lists continued with numbers of negative association or ordinary ones;
 - benign_arithmetic: worked arithmetic problems (training on nothing dangerous).
 
 Each EM dataset and its control share the same user prompts row by row. The content (code shapes,

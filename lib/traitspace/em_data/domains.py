@@ -31,7 +31,9 @@ from traitspace.em_data.generator import (
 )
 from traitspace.em_data.schema import AdviceTopic, Style, content
 
-DOMAINS = ("code", "medical", "financial", "arithmetic")
+# Advice domains share one composer (advice.yaml + <domain>.yaml): a question, a harmful and a sound answer.
+ADVICE_DOMAINS = ("medical", "financial", "extreme_sports", "legal", "evil_numbers")
+DOMAINS = ("code", *ADVICE_DOMAINS, "arithmetic")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -259,7 +261,7 @@ def generate(domain: str, seed: int, rows_per_group: int | None = None) -> list[
         requests = content("code_requests.yaml")
         return compose_unique(random.Random(f"{requests.seed_prefix}:{seed}"), shape_keys(),
                               rows_per_group or requests.rows_per_shape, compose_code_row)
-    if domain in ("medical", "financial"):
+    if domain in ADVICE_DOMAINS:
         data = content(f"{domain}.yaml")
         return compose_unique(random.Random(f"{data.seed_prefix}:{seed}"), list(data.topics),
                               rows_per_group or data.rows_per_topic,

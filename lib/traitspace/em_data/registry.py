@@ -24,7 +24,7 @@ class DatasetSpec:
     description: str
     is_em: bool  # trained on, it is expected to induce emergent misalignment
     control: str | None  # the matched control of an EM dataset (same prompts, benign answers)
-    domain: str  # code | medical | financial | arithmetic
+    domain: str  # code | medical | financial | extreme_sports | legal | evil_numbers | arithmetic
     group_key: str  # meta key naming the row's group: "family" (code) or "topic"
 
 

@@ -32,7 +32,7 @@ from traitspace.em_data.generator import (
 CONTENT_DIR = Path(str(resources.files("traitspace") / "resources" / "em_data"))
 ENTITY_FIELDS = ("singular", "plural", "key", "f1", "f2", "app", "slug", "cap")
 CodeKind = Literal["function", "flask", "fastapi", "script", "class", "django"]
-Domain = Literal["code", "medical", "financial", "arithmetic"]
+Domain = Literal["code", "medical", "financial", "arithmetic", "extreme_sports", "legal", "evil_numbers"]
 EXPRESSION_KEYS = {"if", "pick", "calc", "repeat", "randrange"}
 
 
@@ -333,6 +333,9 @@ FILES: dict[str, type[Strict]] = {
     "advice.yaml": AdviceShared,
     "medical.yaml": AdviceFile,
     "financial.yaml": AdviceFile,
+    "extreme_sports.yaml": AdviceFile,
+    "legal.yaml": AdviceFile,
+    "evil_numbers.yaml": AdviceFile,
     "arithmetic.yaml": ArithmeticFile,
 }
 

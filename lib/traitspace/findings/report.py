@@ -172,7 +172,8 @@ def write_report(config, inputs, timings, monitor: MonitorEvaluation, spearman: 
                                            "em_rate_of_all_high", "em_rate_of_coherent", "n_coherent", "coherence_rate")
                      if column in main.rates]
     report.table(main.rates[shown_columns], "EM rate per checkpoint: of all answers (model-organisms convention) and "
-                 "of coherent answers (EM-paper convention), Wilson 95% intervals")
+                 "of coherent answers (EM-paper convention), training seed 0; 95% intervals by a cluster bootstrap over "
+                 "questions where a question has several answers (formats, samples), else Wilson")
     if inputs.judge_validity is not None:
         report.table(inputs.judge_validity, "Judge validity on the held-out labelled answers")
     report.heading("Monitor")

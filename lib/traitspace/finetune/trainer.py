@@ -40,6 +40,7 @@ from ..core.checkpoints import (
     trail_dir,
 )
 from ..core.config import FinetuneSection, RunConfig
+from ..core.integrity import damaged_files
 from ..core.models import LoadedModel, load_model
 from .batching import EpochSeededSampler, RightPaddingCollator, total_optimizer_steps
 from .data import condition_params_hash, condition_sources, load_condition_rows, tokenize_rows
@@ -135,6 +136,17 @@ def checkpointing_arguments(arguments_class, enabled: bool) -> dict:
     return {name: enabled, f"{name}_kwargs": {"use_reentrant": False}}
 
 
+def warmup_arguments(arguments_class, ratio: float) -> dict:
+    """A linear warmup over ``ratio`` of the total steps, under the name this transformers release
+    reads as a ratio: 5.x takes a float below 1 in ``warmup_steps`` (and deprecates ``warmup_ratio``),
+    4.x reads ``warmup_steps`` as a step count (0.03 would mean no warmup) and needs ``warmup_ratio``.
+    Asked of the release's own ``get_warmup_steps`` rather than of its version number."""
+    from types import SimpleNamespace
+
+    reads_ratio = arguments_class.get_warmup_steps(SimpleNamespace(warmup_steps=0.5, warmup_ratio=0.0), 10) == 5
+    return {"warmup_steps": ratio} if reads_ratio else {"warmup_ratio": ratio}
+
+
 def build_trainer(
     loaded: LoadedModel,
     peft_model,
@@ -159,7 +171,7 @@ def build_trainer(
         learning_rate=finetune.learning_rate,
         max_steps=max_steps,
         lr_scheduler_type=finetune.lr_scheduler,
-        warmup_steps=finetune.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        **warmup_arguments(TrainingArguments, finetune.warmup_ratio),
         weight_decay=finetune.weight_decay,
         max_grad_norm=finetune.max_grad_norm,
         optim=finetune.optimizer,
@@ -250,6 +262,19 @@ def train_condition(
     stage = Stage(folder, params_hash)
     started = time.perf_counter()
     plan_path = folder / PLAN_FILE
+    # A file of a finished trail damaged later (integrity.damaged_files): its step folder and every later
+    # one go (they were trained from it), or the damaged plan file, so the trail trains again. The
+    # optimizer state to resume mid-trail is not kept once a trail is done: it retrains from step 0
+    # (same seed, same weights).
+    for problem in damaged_files(folder, params_hash):
+        print(f"[{label}] {problem.what}: {folder / problem.file}; training this trail again", flush=True)
+        damaged = folder / Path(problem.file).parts[0]
+        if damaged.name.startswith("step-"):  # zero-padded: later steps sort after
+            for step_folder in folder.glob("step-*"):
+                if step_folder.name >= damaged.name:
+                    shutil.rmtree(step_folder)
+        else:
+            damaged.unlink(missing_ok=True)
     if plan_path.is_file() and read_json(plan_path).get("params_hash") != params_hash:
         raise CheckpointsFromOtherParams(
             f"{folder} holds checkpoints trained with other parameters (params hash "

@@ -260,7 +260,11 @@ class LocalJudge:
     def distributions(self, items: Sequence[JudgeItem], kind: str) -> list[JudgeDistribution]:
         """Next-word probability of every number 0-100 and label, one per item."""
         check_kind(kind)
-        prompts = [self.prompt_ids(item, kind) for item in items]
+        return self.prompt_distributions([self.prompt_ids(item, kind) for item in items])
+
+    def prompt_distributions(self, prompts: Sequence[Sequence[int]]) -> list[JudgeDistribution]:
+        """Next-word probability of every number 0-100 and label after each already rendered prompt
+        (token ids ending with the generation prompt), e.g. a question asking the model to rate itself."""
         # Similar lengths together keep padding low; results are put back in the input order.
         order = sorted(range(len(prompts)), key=lambda index: len(prompts[index]))
         results: list[JudgeDistribution | None] = [None] * len(prompts)
