@@ -34,7 +34,9 @@ def test_all_notebooks_run_with_smoke_params(tmp_path):
 def test_notebooks_01_to_05_run_with_one_training_seed_and_say_nothing_can_be_tested(tmp_path):
     overrides = {"run.output_root": str(tmp_path), "run.name": "one-seed", "finetune.seeds": [0],
                  "finetune.live_monitor.enabled": False}
-    results = run_notebooks(REPO_ROOT / "params" / "smoke.yaml", overrides=overrides, progress=False)
+    # The main job only: the experiments (06 onwards) run with 3 seeds above; CI time is finite.
+    results = run_notebooks(REPO_ROOT / "params" / "smoke.yaml", only=["00", "01", "02", "03", "04", "05"],
+                            overrides=overrides, progress=False)
     assert all(Path(result.output).is_file() for result in results)
     report = (tmp_path / "one-seed" / "findings" / "report.md").read_text()
     assert "no effect of the EM data can be tested" in report and "no lead time can be tested" in report
