@@ -2,14 +2,18 @@
 
 Every write is atomic (a temporary file in the same folder, then ``os.replace``), so an
 interrupted run never leaves a half-written file that a rerun would take for finished work.
-Each stage writes a ``manifest.json`` (params hash, package versions, git commit, timings, and the
-sha256 of every data file it wrote); a rerun whose params hash matches and whose files are intact
-skips the stage (:mod:`traitspace.core.integrity`).
+Temporaries are hidden and marked ``.partial`` (:data:`PARTIAL_MARKER`); what a killed run left of
+them is removed when its stage next starts or finishes (:func:`remove_partial_writes`). A full disk
+stops the run with :class:`DiskFull`, naming the file that could not be written; the file keeps its
+previous content. Each stage writes a ``manifest.json`` (params hash, package versions, git commit,
+timings, and the sha256 of every data file it wrote); a rerun whose params hash matches and whose
+files are intact skips the stage (:mod:`traitspace.core.integrity`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.metadata
 import json
 import os
@@ -20,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
+
+from . import faults
 
 TRACKED_PACKAGES = (
     "torch",
@@ -36,21 +42,59 @@ TRACKED_PACKAGES = (
 )
 
 
-def _temporary_sibling(path: Path, suffix: str = ".tmp") -> Path:
+PARTIAL_MARKER = ".partial"  # in the name of every temporary of an atomic write, and only there
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFull(OSError):
+    """The device filled up while a run output was written; the message names the file."""
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    # Libraries differ in how they report it: an OSError with errno, or (pyarrow) errno in the text.
+    return isinstance(error, OSError) and (
+        error.errno in _DISK_FULL_ERRNOS or "No space left on device" in str(error))
+
+
+@contextlib.contextmanager
+def _explained_write_errors(path: Path) -> Iterator[None]:
+    """Turn a full disk during the write of ``path`` into :class:`DiskFull` with what to do."""
+    try:
+        yield
+    except OSError as error:
+        if not _is_disk_full(error):
+            raise
+        try:
+            free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free there now"
+        except OSError:
+            free = "free space unknown"
+        raise DiskFull(errno.ENOSPC, f"no space left on the device to write {path} ({free}). The run stopped "
+                       f"here; every file written before is complete, and {path.name} keeps its previous "
+                       f"content, if any. Free some space and rerun: finished work is reused.") from error
+
+
+def _temporary_sibling(path: Path, suffix: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f"{PARTIAL_MARKER}{suffix}", dir=path.parent)
     os.close(handle)
     return Path(name)
 
 
+def _replace(temporary: Path, path: Path) -> None:
+    faults.reached("before-replace", path)
+    os.replace(temporary, path)
+    faults.reached("written", path)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
-    temporary = _temporary_sibling(path)
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with _explained_write_errors(path):
+        temporary = _temporary_sibling(path)
+        try:
+            temporary.write_bytes(data)
+            _replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
     return path
 
 
@@ -67,12 +111,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write with any library (parquet, safetensors, figures), then
     rename it onto ``path`` only if the block finished without raising."""
     path = Path(path)
-    temporary = _temporary_sibling(path, suffix=path.suffix)
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with _explained_write_errors(path):
+        temporary = _temporary_sibling(path, suffix=path.suffix)
+        try:
+            yield temporary
+            _replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -80,16 +125,33 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder next to ``path``; on success it replaces ``path`` in one rename.
     A folder that exists at ``path`` is therefore always complete."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        yield temporary
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            shutil.rmtree(temporary, ignore_errors=True)
+    with _explained_write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=PARTIAL_MARKER, dir=path.parent))
+        try:
+            yield temporary
+            if path.exists():
+                shutil.rmtree(path)
+            _replace(temporary, path)
+        finally:
+            if temporary.exists():
+                shutil.rmtree(temporary, ignore_errors=True)
+
+
+def remove_partial_writes(folder: str | Path) -> list[Path]:
+    """Remove the temporaries that killed writes left under ``folder`` (hidden, marked
+    :data:`PARTIAL_MARKER`); return what was removed. Only for a folder no other process is writing:
+    a stage calls it on its own folder when it starts and when it finishes."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    leftovers = sorted(folder.rglob(f".*{PARTIAL_MARKER}*"))  # a folder before what is inside it
+    for path in leftovers:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return leftovers
 
 
 def read_json(path: str | Path) -> Any:
@@ -144,9 +206,11 @@ class Stage:
 
     def is_done(self) -> bool:
         """Finished with these params, and every data file it recorded is still intact (a damaged or
-        missing file makes the stage not done, so a rerun recomputes it)."""
+        missing file makes the stage not done, so a rerun recomputes it). A stage asks this when it
+        starts, so the temporaries a killed run left in its folder are removed here."""
         from .integrity import check_files
 
+        remove_partial_writes(self.path)
         if not self.manifest_path.is_file():
             return False
         try:
@@ -164,9 +228,11 @@ class Stage:
         return read_json(self.manifest_path)
 
     def mark_done(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Write the manifest last, with the sha256 and size of every data file in the stage folder."""
+        """Write the manifest last, with the sha256 and size of every data file in the stage folder
+        (after removing what killed earlier runs left half-written there)."""
         from .integrity import stage_files
 
+        remove_partial_writes(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         manifest = {
             "stage": self.path.name,

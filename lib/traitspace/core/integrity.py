@@ -30,9 +30,23 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-# Figures and HTML are redrawn by the notebooks (possibly after the manifest); tables, vectors,
+def file_record(path: str | Path) -> dict:
+    """What a manifest or sidecar records of a file it wrote: ``{"sha256", "bytes"}``."""
+    return {"sha256": file_digest(path), "bytes": Path(path).stat().st_size}
+
+
+def matches_record(path: str | Path, recorded: dict) -> bool:
+    """``path`` exists and still has the content ``recorded`` (a :func:`file_record`). Size first, so
+    a truncated file is caught without reading it."""
+    path = Path(path)
+    return (path.is_file() and path.stat().st_size == recorded.get("bytes")
+            and file_digest(path) == recorded.get("sha256"))
+
+
+# Figures, HTML and text reports are redrawn by the notebooks (possibly after the manifest, so whether
+# one existed when the manifest was written would depend on the run's history); tables, vectors,
 # adapters and parts are what later stages read, so those are the files whose damage must be caught.
-UNTRACKED_SUFFIXES = (".png", ".html", ".md")
+UNTRACKED_SUFFIXES = (".png", ".html", ".md", ".txt")
 
 
 def stage_files(folder: str | Path) -> dict[str, dict]:
@@ -48,7 +62,7 @@ def stage_files(folder: str | Path) -> dict[str, dict]:
                 or any(part.startswith(".") for part in relative.parts)
                 or any(parent in nested for parent in path.parents)):
             continue
-        files[relative.as_posix()] = {"sha256": file_digest(path), "bytes": path.stat().st_size}
+        files[relative.as_posix()] = file_record(path)
     return files
 
 
@@ -71,9 +85,22 @@ def check_files(folder: str | Path, recorded: dict[str, dict]) -> list[Problem]:
         path = folder / name
         if not path.is_file():
             problems.append(Problem(folder, name, "missing"))
-        elif path.stat().st_size != expected.get("bytes") or file_digest(path) != expected.get("sha256"):
+        elif not matches_record(path, expected):
             problems.append(Problem(folder, name, "changed"))
     return problems
+
+
+def damaged_files(folder: str | Path, params_hash: str | None = None) -> list[Problem]:
+    """The recorded files of the finished stage in ``folder`` that are missing or changed ([] when it
+    has no readable manifest, or one written with other params than ``params_hash``)."""
+    manifest_path = Path(folder) / MANIFEST_NAME
+    try:
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    except json.JSONDecodeError:
+        return []
+    if params_hash is not None and manifest.get("params_hash") != params_hash:
+        return []
+    return check_files(folder, manifest.get("files") or {})
 
 
 def require_intact(folder: str | Path, notebook: str) -> None:

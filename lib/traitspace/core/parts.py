@@ -16,7 +16,8 @@ and seed that ask for it. (Keyed on the step, not on ``adapter_path``: callers t
 
 Write order is attachments, table, sidecar: a part counts as fresh only once its sidecar names the
 fingerprint, and every file is written atomically, so a half-written part is never read. The
-sidecar also records the table's sha256: a part damaged later is measured again, and only it.
+sidecar also records the sha256 of the table and of each attachment: a part damaged later is
+measured again, and only it.
 """
 
 from __future__ import annotations
@@ -83,17 +84,18 @@ class CheckpointParts:
     def is_fresh(self, checkpoint: Checkpoint, fingerprint: str) -> bool:
         """The part exists, was written with this fingerprint (other settings: stale) and its table
         still has the content its sidecar recorded (a damaged part is measured again, alone)."""
-        from .integrity import file_digest
+        from .integrity import matches_record
 
         path = self.path(checkpoint)
         info = self.info(checkpoint)
         if not path.is_file() or info.get("fingerprint") != fingerprint:
             return False
-        recorded = info.get("sha256")
-        if recorded is not None and (path.stat().st_size != info.get("bytes") or file_digest(path) != recorded):
-            print(f"damaged part {path}: measuring this checkpoint again", flush=True)
-            return False
-        return True
+        damaged = [path] if info.get("sha256") is not None and not matches_record(path, info) else []
+        damaged += [self.attachment_path(checkpoint, name) for name, recorded in (info.get("attachments") or {}).items()
+                    if not matches_record(self.attachment_path(checkpoint, name), recorded)]
+        for file in damaged:
+            print(f"damaged part {file}: measuring this checkpoint again", flush=True)
+        return not damaged
 
     def write(
         self,
@@ -112,10 +114,11 @@ class CheckpointParts:
                 writer(temporary)
         with atomic_path(path) as temporary:
             table.to_parquet(temporary, index=False)
-        from .integrity import file_digest
+        from .integrity import file_record
 
+        attached = {name: file_record(self.attachment_path(checkpoint, name)) for name in (attachments or {})}
         atomic_write_json(self.sidecar_path(checkpoint), {"fingerprint": fingerprint, "rows": len(table),
-                                                          "sha256": file_digest(path), "bytes": path.stat().st_size,
+                                                          **file_record(path), "attachments": attached,
                                                           **(extra or {})})
         return path
 

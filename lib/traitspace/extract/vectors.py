@@ -236,7 +236,10 @@ def load_trait_vectors(path: str | Path) -> TraitVectors:
 
 def load_outputs(run_dir: str | Path) -> TraitVectors:
     """The extraction stage's outputs for later stages: the trait vectors of ``<run_dir>/traits/``."""
+    from ..core.integrity import require_intact
+
     file = Path(run_dir) / OUTPUT_FOLDER / VECTORS_FILE
     if not file.is_file():
         raise FileNotFoundError(f"no trait vectors at {file}: run notebook 02 (extract) for this run first")
+    require_intact(file.parent, "02")  # a damaged file is named with its fix, not met as a safetensors error
     return load_trait_vectors(file)

@@ -13,7 +13,8 @@ from typing import Sequence
 import pandas as pd
 
 from ..core.artifacts import Stage, atomic_path
-from ..core.checkpoints import Checkpoint, list_trails
+from ..core.checkpoints import Checkpoint, list_trails, trail_dir
+from ..core.integrity import require_intact
 from ..core.plots import save_figure
 from .tables import loss_table
 
@@ -70,10 +71,14 @@ class FinetuneOutputs:
 
 def load_outputs(run_dir: str | Path, conditions: Sequence[str]) -> FinetuneOutputs:
     """Every trail of ``conditions`` (each training seed present), their per-step losses and the
-    stage's figures."""
+    stage's figures. A trail whose files no longer match its manifest raises DamagedOutput."""
     figures_dir = stage_dir(run_dir)
+    trails = list_trails(run_dir, list(conditions))
+    for trail in trails:  # an adapter damaged after training is named here, not met inside peft
+        require_intact(trail_dir(run_dir, trail[0].condition, trail[0].seed), "01")
+    require_intact(figures_dir, "01")
     return FinetuneOutputs(
-        trails={(trail[0].condition, trail[0].seed): trail for trail in list_trails(run_dir, list(conditions))},
+        trails={(trail[0].condition, trail[0].seed): trail for trail in trails},
         losses=loss_table(run_dir, conditions),
         figures=sorted(figures_dir.glob("*.png")) if figures_dir.is_dir() else [],
     )

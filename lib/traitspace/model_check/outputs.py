@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.artifacts import Stage, atomic_path
+from ..core.integrity import require_intact
 from .measure import PersonaContrast
 from .plots import LAYER_PROFILE_FIGURE, PCA_FIGURE
 
@@ -60,6 +61,7 @@ def load_outputs(run_dir: str | Path) -> ModelCheckOutputs:
     missing = [name for name in (REPLIES_FILE, SEPARATION_FILE) if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} lacks {', '.join(missing)}: run notebook 00_model_check first")
+    require_intact(folder, "00")  # a damaged table is named with its fix, not met as a CSV error
     figures = [folder / name for name in (LAYER_PROFILE_FIGURE, PCA_FIGURE) if (folder / name).is_file()]
     return ModelCheckOutputs(
         replies=pd.read_csv(folder / REPLIES_FILE, keep_default_na=False),

@@ -62,10 +62,12 @@ class SteeringOutputs:
 def load_outputs(run_dir: str | Path) -> SteeringOutputs:
     """Stage 06's outputs of ``run_dir``; FileNotFoundError naming the notebook when it has not run."""
     from ..core.artifacts import read_json
+    from ..core.integrity import require_intact
 
     folder = Path(run_dir) / OUTPUT_DIRNAME
     if not (folder / "manifest.json").is_file():
         raise FileNotFoundError(f"no steering results in {folder}: run notebook 06 first")
+    require_intact(folder, "06")  # a damaged file is named with its fix, not met as a CSV or safetensors error
     tables = {}
     for name in TABLES:
         path = folder / f"{name}.csv"

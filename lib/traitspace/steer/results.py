@@ -7,8 +7,8 @@ Layout under a folder (a key like ``sweep/cheerful/alpha+0.5`` becomes a path)::
     <key>.json                 summary and fingerprint, written last
 
 Every file is written atomically and the summary last, so a setting counts as measured only once all
-of it is on disk; a stored setting with another fingerprint (other settings, another model) is
-measured again.
+of it is on disk; a stored setting with another fingerprint (other settings, another model), or whose
+tables no longer match the sha256 the summary recorded, is measured again.
 """
 
 from __future__ import annotations
@@ -42,11 +42,22 @@ class ResultStore:
         return base.with_name(base.name + suffix)
 
     def is_fresh(self, key: str, fingerprint: str) -> bool:
+        """Stored with this fingerprint, and its tables still have the content the summary recorded
+        (a damaged setting is measured again, alone)."""
+        from ..core.integrity import matches_record
+
         path = self._file(key, ".json")
         try:
-            return path.is_file() and read_json(path).get("fingerprint") == fingerprint
+            stored = read_json(path) if path.is_file() else {}
         except (OSError, json.JSONDecodeError):
             return False
+        if stored.get("fingerprint") != fingerprint:
+            return False
+        damaged = [self._file(key, suffix) for suffix, recorded in (stored.get("files") or {}).items()
+                   if not matches_record(self._file(key, suffix), recorded)]
+        for file in damaged:
+            print(f"damaged result {file}: measuring this setting again", flush=True)
+        return not damaged
 
     def write(self, key: str, measurement: Measurement, fingerprint: str) -> None:
         tables = {".preference.parquet": measurement.preference, ".answers.parquet": measurement.scored}
@@ -55,7 +66,11 @@ class ResultStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as temporary:
                 table.to_parquet(temporary, index=False)
-        atomic_write_json(self._file(key, ".json"), {"fingerprint": fingerprint, "summary": measurement.summary})
+        from ..core.integrity import file_record
+
+        atomic_write_json(self._file(key, ".json"), {"fingerprint": fingerprint, "summary": measurement.summary,
+                                                     "files": {suffix: file_record(self._file(key, suffix))
+                                                               for suffix in tables}})
 
     def read(self, key: str) -> Measurement:
         summary = read_json(self._file(key, ".json"))["summary"]
