@@ -58,3 +58,23 @@ def test_stage_files_skip_temporaries(tmp_path):
     (tmp_path / ".table.csv.tmp123").write_text("half")
     (tmp_path / "table.csv").write_text("whole")
     assert set(stage_files(tmp_path)) == {"table.csv"}
+
+
+def test_a_checkpoint_keeps_its_cache_identity_when_its_run_is_copied_and_changes_with_its_weights(tmp_path):
+    """Caches are keyed on the adapter's content: a run copied elsewhere (new modification times)
+    reuses its measurements, and an adapter retrained with other weights is measured again."""
+    import os
+    import shutil
+
+    from traitspace.core.checkpoints import Checkpoint
+
+    adapter = tmp_path / "run" / "step-000002"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights one")
+    copy = tmp_path / "copy" / "step-000002"
+    shutil.copytree(adapter, copy, copy_function=shutil.copyfile)  # a plain copy: new modification times
+    os.utime(copy / "adapter_model.safetensors", ns=(1, 1))
+    original, copied = Checkpoint("em", 2, str(adapter)), Checkpoint("em", 2, str(copy))
+    assert original.identity() == copied.identity()
+    (copy / "adapter_model.safetensors").write_bytes(b"weights two")
+    assert Checkpoint("em", 2, str(copy)).identity() != original.identity()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -59,14 +60,15 @@ class Checkpoint:
 
     def identity(self) -> str:
         """What distinguishes this checkpoint's weights, for caches: "base", or the adapter file's
-        name, size and modification time (an adapter retrained at the same step is a new file)."""
+        name and content hash (an adapter retrained at the same step is new content). The content,
+        not the modification time, so a run copied to another folder or machine keeps its caches."""
         if self.adapter_path is None:
             return "base"
         weights = sorted(Path(self.adapter_path).glob("adapter_model.*"))
         if not weights:
             raise FileNotFoundError(f"no adapter weights (adapter_model.*) in {self.adapter_path}")
         stat = weights[0].stat()
-        return f"{weights[0].name}:{stat.st_size}:{stat.st_mtime_ns}"
+        return f"{weights[0].name}:{_content_digest(str(weights[0]), stat.st_size, stat.st_mtime_ns)}"
 
 
 def base_checkpoint() -> Checkpoint:
@@ -185,3 +187,12 @@ def checkpoint_schedule(total_steps: int, n_checkpoints: int) -> list[int]:
         steps.append(max(int(target), steps[-1] + 1) if steps else max(int(target), 1))
     # Cap from the end: step i may be at most total_steps - (count - 1 - i); min() keeps the order strict.
     return [min(step, total_steps - (count - 1 - index)) for index, step in enumerate(steps)]
+
+
+@lru_cache(maxsize=4096)
+def _content_digest(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of an adapter file, hashed once per (path, size, mtime) in a process: every stage asks
+    for the identity of every checkpoint, and a 32B model's adapter is hundreds of megabytes."""
+    from .integrity import file_digest
+
+    return file_digest(path)
