@@ -183,3 +183,20 @@ def test_steer_params_are_checked_and_the_loader_names_the_notebook(tmp_path):
         load_config("params/smoke.yaml", {"steer.strength": 2})
     with pytest.raises(FileNotFoundError, match="run notebook 06 first"):
         load_outputs(tmp_path)
+
+
+def test_sweep_error_bars_accept_an_interval_that_excludes_its_estimate():
+    """A bootstrap interval of a rate on ten answers can lie beside its estimate; the figure must still draw."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from traitspace.steer.plots import _errorbar
+
+    rows = pd.DataFrame({"alpha": [-0.5, 0.5], "coherence_rate": [0.7, 0.6], "coherence_rate_low": [0.75, 0.4],
+                         "coherence_rate_high": [0.9, 0.8]})
+    fig, ax = plt.subplots()
+    _errorbar(ax, rows, "coherence_rate")
+    plt.close(fig)

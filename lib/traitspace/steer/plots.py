@@ -21,7 +21,11 @@ def _errorbar(ax, rows: pd.DataFrame, measure: str, **style) -> None:
     rows = rows.sort_values("alpha")
     values = rows[measure].to_numpy(dtype=float)
     errors = np.vstack([values - rows[low].to_numpy(dtype=float), rows[high].to_numpy(dtype=float) - values])
-    ax.errorbar(rows["alpha"], values, yerr=np.where(np.isfinite(errors), errors, 0), capsize=2, **style)
+    # A percentile bootstrap interval of a ratio (a rate over clustered answers) can exclude its own point
+    # estimate on a handful of answers; matplotlib refuses negative error lengths, so such a side is drawn
+    # at zero length (the tables keep the interval as computed).
+    errors = np.clip(np.where(np.isfinite(errors), errors, 0), 0, None)
+    ax.errorbar(rows["alpha"], values, yerr=errors, capsize=2, **style)
 
 
 def plot_sweep(sweep: pd.DataFrame, coherence_threshold: float = float("nan")):
