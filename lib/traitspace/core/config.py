@@ -37,6 +37,8 @@ from .sections import (  # noqa: F401  (re-exported: the sections are part of th
     ExtractSection,
     BehaviorSection,
     FindingsSection,
+)
+from .experiment_sections import (  # noqa: F401  (re-exported likewise)
     SteerSection,
     RealignSection,
     SaeSection,
