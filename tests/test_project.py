@@ -158,3 +158,21 @@ def test_analysis_files_and_figures_read_back_through_load_outputs(setting, tmp_
     assert sorted(path.stem for path in outputs.figures) == sorted(figures)
     with pytest.raises(FileNotFoundError, match="notebook 03"):
         project_module.load_outputs(tmp_path / "empty")
+
+
+def test_checkpoint_parts_measure_once_and_key_the_table_by_condition_seed_and_step(tmp_path):
+    parts = CheckpointParts(tmp_path / "parts")
+    checkpoint = Checkpoint("em", 3, None, seed=1)
+    calls = []
+
+    def measure():
+        calls.append(1)
+        return pd.DataFrame({"value": [0.5, 0.25]})
+
+    first = parts.measured(checkpoint, "f1", measure)
+    again = parts.measured(checkpoint, "f1", measure)
+    assert len(calls) == 1 and list(first.columns) == ["condition", "seed", "step", "value"]
+    pd.testing.assert_frame_equal(first, again)
+    assert set(first["condition"]) == {"em"} and set(first["seed"]) == {1} and set(first["step"]) == {3}
+    parts.measured(checkpoint, "f2", measure)  # other settings: measured again
+    assert len(calls) == 2

@@ -156,15 +156,12 @@ def measure_checkpoints(loaded, checkpoints: Sequence[Checkpoint], pairs: Sequen
 
         iterator = tqdm(checkpoints, desc="misalignment preference")
     for checkpoint in iterator:
-        fingerprint = combine_fingerprint(settings_fingerprint, checkpoint.identity())
-        if not parts.is_fresh(checkpoint, fingerprint):
+        def measure(checkpoint=checkpoint) -> pd.DataFrame:
             with switcher.use(checkpoint.adapter_path):
-                table = score_pairs(loaded, pairs, batch_size=batch_size)
-            table.insert(0, "step", checkpoint.step)
-            table.insert(0, "seed", checkpoint.seed)
-            table.insert(0, "condition", checkpoint.condition)
-            parts.write(checkpoint, table, fingerprint)
-        tables.append(parts.read(checkpoint))
+                return score_pairs(loaded, pairs, batch_size=batch_size)
+
+        fingerprint = combine_fingerprint(settings_fingerprint, checkpoint.identity())
+        tables.append(parts.measured(checkpoint, fingerprint, measure))
     return pd.concat(tables, ignore_index=True)
 
 

@@ -96,14 +96,12 @@ def measure_tasks(config, loaded, switcher, checkpoints: list[Checkpoint], data,
     for checkpoint in tqdm(checkpoints, desc="self-knowledge tasks"):
         items = fixed + score_prediction_items(data, own_answers(scored, checkpoint, settings.score_prediction_answers))
         fingerprint = combine_fingerprint(settings_hash, _text_hash(items_fingerprint_text(items)), checkpoint.identity())
-        if not parts.is_fresh(checkpoint, fingerprint):
+
+        def measure(checkpoint=checkpoint, items=items) -> pd.DataFrame:
             with switcher.use(checkpoint.adapter_path):
-                table = read_items(reader, items)
-            table.insert(0, "step", checkpoint.step)
-            table.insert(0, "seed", checkpoint.seed)
-            table.insert(0, "condition", checkpoint.condition)
-            parts.write(checkpoint, table, fingerprint)
-        tables.append(parts.read(checkpoint))
+                return read_items(reader, items)
+
+        tables.append(parts.measured(checkpoint, fingerprint, measure))
     return pd.concat(tables, ignore_index=True)
 
 

@@ -132,6 +132,17 @@ class CheckpointParts:
                 table = table.assign(seed=checkpoint.seed)
         return table
 
+    def measured(self, checkpoint: Checkpoint, fingerprint: str, measure: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+        """The checkpoint's table: read back when fresh, else ``measure()`` run, keyed by condition, seed
+        and step, and written first (so an interrupted stage resumes at the next checkpoint)."""
+        if not self.is_fresh(checkpoint, fingerprint):
+            table = measure()
+            table.insert(0, "step", checkpoint.step)
+            table.insert(0, "seed", checkpoint.seed)
+            table.insert(0, "condition", checkpoint.condition)
+            self.write(checkpoint, table, fingerprint)
+        return self.read(checkpoint)
+
     def read_all(self) -> pd.DataFrame:
         """Every part under the folder, as stored (the base part under its own condition), in path
         order; an empty table when there is none."""
