@@ -5,8 +5,10 @@ the same checkpoint on 247 directions (both with adapters swapped on one base mo
     python bench/preference.py --model tiny:llama --checkpoints 2 --questions 5
     python bench/preference.py --device cuda          # on a GPU
 
-Both measure the same random LoRA checkpoints (the default run's LoRA shape). Repeats alternate the
-two measurements and the medians are compared, so machine noise hits both alike.
+Both measure the same random LoRA checkpoints (the default run's LoRA shape). The preference is
+measured twice: as the stage runs it (each question's prompt run once for all its answers) and with
+every answer run whole (the baseline). Repeats alternate the measurements and the medians are
+compared, so machine noise hits all alike.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         answer_tokens = sum(len(loaded.chat.tokenize(loaded.chat.conversation(pair.question, assistant=answer)).input_ids)
                             for pair in pairs for answer in (pair.first, pair.second))
 
-        projecting, preferring = [], []
+        projecting, preferring, preferring_plain = [], [], []
         for repeat in range(args.repeats):
             synchronize(device)
             started = time.perf_counter()
@@ -71,12 +73,19 @@ def main(argv: list[str] | None = None) -> None:
                                 "bench", batch_size=args.batch_size, progress=False)
             synchronize(device)
             preferring.append((time.perf_counter() - started) / len(checkpoints))
+            started = time.perf_counter()
+            measure_checkpoints(loaded, checkpoints, pairs, CheckpointParts(scratch / f"plain{repeat}"),
+                                "bench", batch_size=args.batch_size, progress=False, share_prefixes=False)
+            synchronize(device)
+            preferring_plain.append((time.perf_counter() - started) / len(checkpoints))
 
     project_s, preference_s = statistics.median(projecting), statistics.median(preferring)
+    plain_s = statistics.median(preferring_plain)
     print(f"model {args.model}: {len(checkpoints)} checkpoints x {args.repeats} repeats, {describe(device)}")
     print(f"projection: {len(questions)} questions, 247 directions: {project_s:7.2f} s per checkpoint")
     print(f"preference: {len(pairs)} pairs ({2 * len(pairs)} answers, {answer_tokens:,} tokens): "
-          f"{preference_s:7.2f} s per checkpoint")
+          f"{preference_s:7.2f} s per checkpoint (each answer run whole: {plain_s:.2f} s)")
+    print(f"shared question prompts: {plain_s / preference_s:.2f}x faster than whole answers")
     print(f"ratio (preference / projection): {preference_s / project_s:.2f}x")
 
 

@@ -22,6 +22,7 @@ SMOKE_ARGUMENTS = {
     "project": ["--checkpoints", "1", "--train-steps", "1"],
     "preference": ["--checkpoints", "1", "--questions", "2", "--repeats", "1"],
     "sae": ["--checkpoints", "1", "--steps", "2", "--d-sae", "64", "--k", "4", "--answers", "4"],
+    "adapters": ["--batch", "2", "--tokens", "12", "--new-tokens", "3", "--repeats", "1"],
 }
 SHARED_MODULES = {"devices"}  # imported by the scripts, not a benchmark itself
 

@@ -98,6 +98,27 @@ def test_adapters_swap_on_one_base_model(tiny_model_dirs, tmp_path):
     assert len(loaded.model.peft_config) == 1  # keep_loaded=1 deletes older adapters
 
 
+def test_merged_adapters_measure_as_unmerged_and_give_the_base_weights_back_bit_for_bit(tiny_model_dirs, tmp_path):
+    base_dir = tiny_model_dirs["llama"]
+    adapters = [_save_random_adapter(base_dir, tmp_path / f"a{seed}", seed=seed) for seed in (1, 2)]
+    conversation = [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}]]
+    merged_model, plain_model = load_model(str(base_dir)), load_model(str(base_dir))
+    before = {name: weight.clone() for name, weight in merged_model.model.state_dict().items()}
+    merged = AdapterSwitcher(merged_model, keep_loaded=1, merge=True)
+    plain = AdapterSwitcher(plain_model, keep_loaded=1, merge=False)
+    assert AdapterSwitcher(merged_model).merge  # the default on a CPU model with float weights
+    for adapter in adapters + adapters:
+        with merged.use(adapter), plain.use(adapter):
+            assert any(getattr(module, "merged", False) for module in merged_model.model.modules())
+            torch.testing.assert_close(capture_conversations(merged_model, conversation, layers=[3])[3],
+                                       capture_conversations(plain_model, conversation, layers=[3])[3],
+                                       atol=1e-5, rtol=1e-5)
+    after = {name: weight for name, weight in merged_model.model.get_base_model().state_dict().items()
+             if "lora_" not in name}
+    for name, weight in after.items():  # peft renames a wrapped linear's weight to ...base_layer.weight
+        assert torch.equal(weight, before[name.replace(".base_layer", "")]), name
+
+
 def test_missing_adapter_folder_is_named(tiny_llama, tmp_path):
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         with AdapterSwitcher(tiny_llama).use(tmp_path):

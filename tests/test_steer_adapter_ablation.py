@@ -45,7 +45,7 @@ def test_weight_ablation_equals_activation_ablation_of_the_adapter_contribution(
     assert sorted(set(table["module"])) == ["down_proj", "o_proj"] and sorted(set(table["layer"])) == [1, 2]
     assert (table["removed_share"] > 0).all()
     ids = loaded.chat.tokenize(loaded.chat.conversation("How do I make money fast?", assistant="Work hard.")).input_ids
-    switcher = AdapterSwitcher(loaded, keep_loaded=3)
+    switcher = AdapterSwitcher(loaded, keep_loaded=3, merge=False)  # the branches must run to be hooked
     with switcher.use(saved_adapter):
         original = logits(loaded, ids)
         with adapter_contribution_ablated(loaded.model, directions) as hooked:

@@ -120,15 +120,18 @@ def load_preference_pairs(path: str | Path | None = None, max_questions: int | N
 
 
 # -- measuring one checkpoint ----------------------------------------------------------------------
-def score_pairs(loaded, pairs: Sequence[PreferencePair], batch_size: int = 16) -> pd.DataFrame:
+def score_pairs(loaded, pairs: Sequence[PreferencePair], batch_size: int = 16,
+                share_prefixes: bool = True) -> pd.DataFrame:
     """Both answers of every pair scored under ``loaded``'s active adapter: one row per pair with
     ``logp_first``, ``logp_second`` (mean log-probability per answer token) and ``preference``
-    (second minus first: misaligned minus aligned, or styled minus plain)."""
+    (second minus first: misaligned minus aligned, or styled minus plain). ``share_prefixes``: each
+    question's prompt runs once for all its answers (see ``answer_log_likelihoods``)."""
     chats = []
     for pair in pairs:
         for answer in (pair.first, pair.second):
             chats.append(loaded.chat.tokenize(loaded.chat.conversation(pair.question, assistant=answer)))
-    scores = answer_log_likelihoods(loaded.model, chats, loaded.tokenizer.pad_token_id, batch_size=batch_size)
+    scores = answer_log_likelihoods(loaded.model, chats, loaded.tokenizer.pad_token_id, batch_size=batch_size,
+                                    share_prefixes=share_prefixes)
     table = pd.DataFrame({
         "kind": [pair.kind for pair in pairs],
         "question_id": [pair.question_id for pair in pairs],
@@ -143,7 +146,7 @@ def score_pairs(loaded, pairs: Sequence[PreferencePair], batch_size: int = 16) -
 
 def measure_checkpoints(loaded, checkpoints: Sequence[Checkpoint], pairs: Sequence[PreferencePair],
                         parts: CheckpointParts, settings_fingerprint: str, batch_size: int = 16,
-                        progress: bool = True) -> pd.DataFrame:
+                        progress: bool = True, share_prefixes: bool = True) -> pd.DataFrame:
     """:func:`score_pairs` at every checkpoint (adapters swapped on one base model), cached per
     checkpoint in ``parts`` (the base model once); rows carry ``condition``, ``seed`` and ``step``."""
     from ..core.models import AdapterSwitcher
@@ -158,7 +161,7 @@ def measure_checkpoints(loaded, checkpoints: Sequence[Checkpoint], pairs: Sequen
     for checkpoint in iterator:
         def measure(checkpoint=checkpoint) -> pd.DataFrame:
             with switcher.use(checkpoint.adapter_path):
-                return score_pairs(loaded, pairs, batch_size=batch_size)
+                return score_pairs(loaded, pairs, batch_size=batch_size, share_prefixes=share_prefixes)
 
         fingerprint = combine_fingerprint(settings_fingerprint, checkpoint.identity())
         tables.append(parts.measured(checkpoint, fingerprint, measure))

@@ -120,6 +120,10 @@ def adapter_contribution_ablated(model: nn.Module, directions: Mapping[int, torc
     ``keep_norm=False``); yields the number of hooked branches. Hooks are removed on exit."""
     units = _units(directions)
     handles = []
+    merged = [layer for layer, module in residual_writer_loras(model) if getattr(module, "merged", False)]
+    if merged:  # a merged branch never runs, so its hook would silently ablate nothing
+        raise ValueError(f"the LoRA weights of blocks {sorted(set(merged))} are merged into the base weights; "
+                         "use AdapterSwitcher(loaded, merge=False) to ablate the adapter's contribution")
 
     def hook(unit):
         def project(_module, _inputs, output):
