@@ -94,3 +94,10 @@ def test_middle_layer_is_one_rule():
     for num_layers in (1, 7, 30):
         assert resolve_layers("middle", num_layers) == [middle_layer(num_layers)] == [num_layers // 2]
         assert select_layer(pd.DataFrame(), "middle", num_layers) == middle_layer(num_layers)
+
+
+def test_sampled_seeds_must_be_trained_seeds(tmp_path):
+    body = "finetune:\n  seeds: [0, 1, 2]\nbehavior:\n  sample_seeds: [{}]\n"
+    assert load_config(write(tmp_path, body.format("0, 2"))).behavior.sample_seeds == [0, 2]
+    with pytest.raises(ConfigError, match=r"behavior\.sample_seeds \[5\] are not in finetune\.seeds \[0, 1, 2\]"):
+        load_config(write(tmp_path, body.format("0, 5")))

@@ -187,3 +187,17 @@ def test_a_hub_id_without_a_config_says_how_to_give_one(monkeypatch):
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", offline)
     with pytest.raises(LookupError, match="someone/unknown.*--model-config"):
         model_shape("someone/unknown")
+
+
+def test_the_plan_samples_only_the_sampled_seeds_trails():
+    from traitspace.core.config import load_config
+    from traitspace.plan.workload import plan_work
+
+    def sampled_notes(**overrides):
+        config = load_config("params/smoke.yaml", overrides)
+        [behaviour] = [work for work in plan_work(config) if work.stage == "04"]
+        return " ".join(behaviour.notes)
+
+    # smoke: 2 conditions x 3 seeds, 1 checkpoint sampled per trail, + the base model
+    assert "7 checkpoints sampled" in sampled_notes()
+    assert "3 checkpoints sampled" in sampled_notes(**{"behavior.sample_seeds": [1]})

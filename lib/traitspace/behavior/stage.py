@@ -73,7 +73,7 @@ def run_behavior_stage(config, loaded=None, progress: bool = True, log: Callable
     prompts = build_eval_prompts(questions, settings.samples_per_question, self_assessment,
                                  settings.self_assessment_samples, run_seed=config.run.seed)
     plan, conditions, trails = plan_checkpoints(run_dir, list(config.finetune.conditions), settings.max_checkpoints,
-                                                config.finetune.seeds)
+                                                settings.sample_seeds or config.finetune.seeds)
     fingerprint = prompts_fingerprint(
         prompts, model=config.model.model_dump(mode="json"), max_new_tokens=settings.max_new_tokens,
         self_assessment_max_new_tokens=settings.self_assessment_max_new_tokens,
@@ -132,8 +132,8 @@ def measure_preference(config, loaded, behavior_dir: Path, progress: bool = True
 
     ``preference_grid: all`` measures every checkpoint of every condition (the trait projection's
     grid); ``sampled`` only the ``sampled`` checkpoints, for CPU budgets: on SmolLM2-135M one
-    checkpoint costs ~17x projecting it (bench/preference.py), as each of the 338 answers is run
-    whole, against 52 short prompts for the projection."""
+    checkpoint costs several times projecting it (bench/preference.py: 3.6x with 8 questions of each
+    kind, 80 answers against the projection's 52 short prompts)."""
     from ..core.checkpoints import list_trails
     from ..core.parts import CheckpointParts
     from .preference import load_preference_pairs, measure_checkpoints, pairs_fingerprint, preference_summary

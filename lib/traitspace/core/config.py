@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from . import paths
 from .io import DataFileError, load_yaml
@@ -63,6 +63,13 @@ class RunConfig(_Section):
 
     # Filled in by load_config; not part of the params file.
     params_path: str | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _sampled_seeds_are_trained(self) -> RunConfig:
+        extra = sorted(set(self.behavior.sample_seeds or []) - set(self.finetune.seeds))
+        if extra:
+            raise ValueError(f"behavior.sample_seeds {extra} are not in finetune.seeds {list(self.finetune.seeds)}")
+        return self
 
     @property
     def run_name(self) -> str:

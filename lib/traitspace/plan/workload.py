@@ -163,7 +163,10 @@ def plan_work(config: RunConfig) -> list[StageWork]:
 
     behavior = config.behavior
     evaluated_per_trail = min(behavior.max_checkpoints or training.checkpoints_per_trail, training.checkpoints_per_trail)
-    sampled = 1 + training.trails * evaluated_per_trail
+    sampled_trails = training.trails
+    if behavior.sample_seeds:
+        sampled_trails = training.trails // len(config.finetune.seeds) * len(behavior.sample_seeds)
+    sampled = 1 + sampled_trails * evaluated_per_trail
     prompts = build_eval_prompts(load_eval_questions(behavior.question_sets, behavior.formats, behavior.question_files),
                                  behavior.samples_per_question,
                                  load_self_assessment() if behavior.self_assessment else None,
