@@ -83,6 +83,33 @@ def test_schedule_is_log_spaced_and_ends_at_the_last_step():
             assert all(earlier < later for earlier, later in zip(steps, steps[1:]))
     with pytest.raises(ValueError, match="total_steps"):
         checkpoint_schedule(0, 17)
+    assert checkpoint_schedule(10, 3, first_step=2) == [2, 4, 10]
+    for total in range(2, 40):
+        for count in (1, 2, 3, 17):
+            steps = checkpoint_schedule(total, count, first_step=2)
+            assert steps[0] >= 2 and steps[-1] == total and len(steps) == min(total - 1, count)
+            assert all(earlier < later for earlier, later in zip(steps, steps[1:]))
+
+
+@pytest.mark.parametrize("scheduler", ["linear", "cosine", "constant_with_warmup"])
+def test_under_a_warm_up_the_first_step_has_learning_rate_zero_so_saving_starts_at_step_2(scheduler):
+    """Why the schedule starts at step 2: the installed transformers' warm-up schedules give the first
+    optimizer step learning rate 0 (a checkpoint after it would be the base model again)."""
+    from transformers import get_scheduler
+
+    from traitspace.core.config import FinetuneSection
+    from traitspace.finetune.trainer import first_moving_step
+
+    finetune = FinetuneSection(lr_scheduler=scheduler, warmup_ratio=0.03)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    warmup = max(1, round(0.03 * 10))
+    lr_schedule = get_scheduler(scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=10)
+    assert lr_schedule.get_last_lr()[0] == 0.0  # the rate the first step runs at
+    lr_schedule.step()
+    assert lr_schedule.get_last_lr()[0] > 0.0
+    assert first_moving_step(finetune, 10) == 2
+    assert first_moving_step(FinetuneSection(lr_scheduler=scheduler, warmup_ratio=0.0), 10) == 1
+    assert first_moving_step(FinetuneSection(lr_scheduler="constant", warmup_ratio=0.03), 10) == 1
 
 
 def test_total_steps_counts_the_last_partial_batch_and_accumulation():
@@ -195,7 +222,8 @@ def test_training_writes_the_checkpoint_trail_and_a_rerun_trains_nothing(tmp_pat
         assert result.trained_now and result.total_steps == total_optimizer_steps(12, 4, 1, 2) == 6
         trail = list_checkpoints(config.run_dir, condition)
         assert trail[0] == Checkpoint(trail[0].condition, 0, None)
-        assert [checkpoint.step for checkpoint in trail] == [0, *checkpoint_schedule(6, 4)] == [0, 1, 2, 3, 6]
+        # The default warm-up gives step 1 learning rate 0, so the first checkpoint is at step 2.
+        assert [checkpoint.step for checkpoint in trail] == [0, *checkpoint_schedule(6, 4, first_step=2)] == [0, 2, 3, 4, 6]
         for checkpoint in trail[1:]:
             assert checkpoint.adapter_path.name == step_folder_name(checkpoint.step)
             assert all((checkpoint.adapter_path / name).is_file() for name in ADAPTER_FILES)
@@ -214,7 +242,7 @@ def test_training_writes_the_checkpoint_trail_and_a_rerun_trains_nothing(tmp_pat
     rerun = train_all(config, progress=False)
     assert not any(result.trained_now for result in rerun.values())
     assert calls == []
-    assert [checkpoint.step for checkpoint in rerun[("medical_harmful", 0)].checkpoints] == [0, 1, 2, 3, 6]
+    assert [checkpoint.step for checkpoint in rerun[("medical_harmful", 0)].checkpoints] == [0, 2, 3, 4, 6]
     monkeypatch.undo()
 
     # The stage's loader gives later stages the same trails and the per-step losses.
@@ -241,7 +269,7 @@ def test_changed_params_do_not_reuse_or_delete_old_checkpoints(tmp_path):
     changed = load_config(write_params(tmp_path, {**SMALL, "conditions": ["medical_sound"], "epochs": 1, "learning_rate": 5e-4}))
     with pytest.raises(CheckpointsFromOtherParams, match="new run.name"):
         train_all(changed, progress=False)
-    assert len(list_checkpoints(config.run_dir, "medical_sound")) == 4
+    assert len(list_checkpoints(config.run_dir, "medical_sound")) == 1 + len(checkpoint_schedule(3, 4, first_step=2)) == 3
 
 
 def test_list_checkpoints_skips_half_written_folders_and_names_missing_conditions(tmp_path):
@@ -286,7 +314,7 @@ def test_qlora_nf4_trains_on_cpu(tmp_path):
     config = load_config(write_params(tmp_path, {**SMALL, "conditions": ["medical_harmful"], "epochs": 1, "n_checkpoints": 2}))
     config = config.model_copy(update={"model": config.model.model_copy(update={"quantization": "nf4"})})
     result = train_condition(config, "medical_harmful", progress=False)
-    assert [checkpoint.step for checkpoint in result.checkpoints] == [0, 1, 3]
+    assert [checkpoint.step for checkpoint in result.checkpoints] == [0, 2, 3]  # step 1 runs at warm-up's rate 0
     assert torch.isfinite(torch.tensor(result.summary["final_loss"]))
     adapter_config = json.loads((result.checkpoints[-1].adapter_path / "adapter_config.json").read_text())
     assert adapter_config["r"] == 4 and set(adapter_config["target_modules"]) >= {"q_proj", "down_proj"}
@@ -323,7 +351,7 @@ def test_a_killed_run_resumes_from_its_last_complete_checkpoint(tmp_path):
     finetune = {**SMALL, "conditions": ["medical_harmful"], "n_examples": 16, "batch_size": 2, "epochs": 2, "n_checkpoints": 6}
     params = write_params(tmp_path, finetune)
     config = load_config(params)
-    schedule = checkpoint_schedule(16, 6)  # 16 examples, batch 2, 2 epochs
+    schedule = checkpoint_schedule(16, 6, first_step=2)  # 16 examples, batch 2, 2 epochs, a warm-up
     kill_after = schedule[2]
     script = tmp_path / "train_until_killed.py"
     script.write_text(KILLABLE_TRAINING)

@@ -165,9 +165,13 @@ def read_training_log(run_dir: str | Path, condition: str, seed: int = 0) -> dic
     return json.loads((trail[-1].adapter_path / TRAINING_LOG_FILE).read_text())
 
 
-def checkpoint_schedule(total_steps: int, n_checkpoints: int) -> list[int]:
-    """Optimizer steps at which to save: log-spaced (dense early, sparse late), strictly increasing,
-    always ending at ``total_steps``.
+def checkpoint_schedule(total_steps: int, n_checkpoints: int, first_step: int = 1) -> list[int]:
+    """Optimizer steps at which to save: log-spaced (dense early, sparse late) from ``first_step``,
+    strictly increasing, always ending at ``total_steps``.
+
+    ``first_step`` 2 is for a learning-rate warm-up: its first step runs at learning rate 0, so the
+    adapter after step 1 is still its zero-initialised start, a copy of the base model
+    (:func:`traitspace.finetune.trainer.first_moving_step`).
 
     The geometric targets ``geomspace(1, total_steps, n)`` collide at small steps (1, 1.3, 1.7, ...),
     so each step is pushed to at least one past the previous one (early checkpoints then come every
@@ -178,13 +182,14 @@ def checkpoint_schedule(total_steps: int, n_checkpoints: int) -> list[int]:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
     if n_checkpoints < 1:
         raise ValueError(f"n_checkpoints must be >= 1, got {n_checkpoints}")
-    count = min(n_checkpoints, total_steps)
+    first_step = min(max(first_step, 1), total_steps)
+    count = min(n_checkpoints, total_steps - first_step + 1)
     if count == 1:
         return [total_steps]
-    targets = np.rint(np.geomspace(1, total_steps, count)).astype(int)
+    targets = np.rint(np.geomspace(first_step, total_steps, count)).astype(int)
     steps: list[int] = []
     for target in targets:
-        steps.append(max(int(target), steps[-1] + 1) if steps else max(int(target), 1))
+        steps.append(max(int(target), steps[-1] + 1) if steps else max(int(target), first_step))
     # Cap from the end: step i may be at most total_steps - (count - 1 - i); min() keeps the order strict.
     return [min(step, total_steps - (count - 1 - index)) for index, step in enumerate(steps)]
 

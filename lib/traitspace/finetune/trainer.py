@@ -136,6 +136,21 @@ def checkpointing_arguments(arguments_class, enabled: bool) -> dict:
     return {name: enabled, f"{name}_kwargs": {"use_reentrant": False}}
 
 
+def first_moving_step(finetune, total_steps: int) -> int:
+    """The first optimizer step after which the adapter differs from its start: 2 under a learning-
+    rate warm-up (transformers' warm-up schedules give the first step learning rate 0, so a checkpoint
+    at step 1 would measure the base model again), else 1."""
+    from types import SimpleNamespace
+
+    from transformers import TrainingArguments
+
+    if finetune.lr_scheduler == "constant" or finetune.warmup_ratio == 0:
+        return 1
+    arguments = {"warmup_steps": 0, "warmup_ratio": 0.0, **warmup_arguments(TrainingArguments, finetune.warmup_ratio)}
+    warmup = TrainingArguments.get_warmup_steps(SimpleNamespace(**arguments), total_steps)
+    return 2 if warmup >= 1 and total_steps >= 2 else 1
+
+
 def warmup_arguments(arguments_class, ratio: float) -> dict:
     """A linear warmup over ``ratio`` of the total steps, under the name this transformers release
     reads as a ratio: 5.x takes a float below 1 in ``warmup_steps`` (and deprecates ``warmup_ratio``),
@@ -294,7 +309,7 @@ def train_condition(
     if not examples:
         raise ValueError(f"condition {condition!r}: none of its {len(rows)} rows fit finetune.max_length={finetune.max_length}")
     total_steps = total_optimizer_steps(len(examples), finetune.batch_size, finetune.grad_accum, finetune.epochs)
-    schedule = checkpoint_schedule(total_steps, finetune.n_checkpoints)
+    schedule = checkpoint_schedule(total_steps, finetune.n_checkpoints, first_moving_step(finetune, total_steps))
     if not plan_path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_json(plan_path, {
