@@ -61,7 +61,10 @@ print(describe_paths(config))  # relative paths start at the project root, where
 # The base model is loaded once; each checkpoint's LoRA adapter is swapped in. A checkpoint whose
 # answers are already on disk (same questions, seeds and settings) is read back instead of sampled
 # again, so an interrupted run resumes where it stopped. The base model (step 0) is the same for
-# every condition, so it is sampled once and shared. The stage writes every table and figure below
+# every condition, so it is sampled once and shared. `behavior.sample_seeds` can limit sampling to
+# some training seeds' runs (the CPU default samples seed 0 only: the judge reads this small model
+# poorly, so the sampled answers illustrate and the misalignment preference, measured at every
+# checkpoint of every seed, is what gets tested). The stage writes every table and figure below
 # into `behavior/`.
 
 # %%
@@ -75,7 +78,7 @@ if not result.conditions:
     print("No fine-tuning checkpoints in this run yet (notebook 01 has not run): only the base model "
           "(step 0) is evaluated, so every curve below is a single point.")
 else:
-    print("conditions:", ", ".join(result.conditions), "| trails (condition, training seed):", result.trails)
+    print("conditions:", ", ".join(result.conditions), "| trails sampled (condition, training seed):", result.trails)
 display(pd.Series(result.sampling_seconds, name="seconds to sample").to_frame().T)
 
 # %% [markdown]

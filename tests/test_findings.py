@@ -121,6 +121,29 @@ def test_monitor_rows_leave_out_the_base_model_after_scaling_by_it(tmp_path):
     assert scaled[(0, "control", 3)] == pytest.approx(0.0)
 
 
+def test_the_monitor_labels_from_the_preference_where_every_run_has_it_and_from_em_rates_otherwise(tmp_path):
+    """Sampled answers may cover one training seed (behavior.sample_seeds) while the preference covers
+    all: with ``auto`` the labels come from the preference, so the seed-pair null has every seed."""
+    from traitspace.findings.evaluation import monitor_measure
+
+    drift = pd.DataFrame([{"condition": condition, "step": step, "trait": "t0", "drift": 0.0, "base_norm": 1.0,
+                           "drift_pct_of_norm": float(step)} for condition in ("em", "control") for step in (0, 3, 6)])
+    rates = pd.DataFrame({"condition": ["em"] * 2 + ["control"] * 2, "step": [0, 6] * 2, "em_rate_of_all": [0.2] * 4})
+    runs = []
+    for seed in (0, 1, 2):
+        preference = pd.DataFrame({"condition": ["em"] * 3 + ["control"] * 3, "step": [0, 3, 6] * 2,
+                                   "change_from_base": [0.0, 0.1 + seed / 100, 0.3, 0.0, 0.0, 0.01 * seed]})
+        runs.append(RunTables(tmp_path / f"s{seed}", seed, pd.DataFrame(), drift, rates if seed == 0 else rates.iloc[:0],
+                              {}, {"em": "control"}, preference=preference))
+    assert monitor_measure(runs) == "preference" and monitor_measure(runs, "em_rate") == "em_rate"
+    _, labels = monitor_rows(runs, "em_rate_of_all", "seed_null", "preference")
+    assert len(labels) == 3 * 2 * 2 and set(labels["seed"]) == {0, 1, 2}
+    dangerous = labels[labels["em_rate"] > 0]
+    assert set(zip(dangerous["dataset"], dangerous["step"])) == {("em", 3), ("em", 6)}
+    without = [RunTables(run.run_dir, run.seed, run.projections, run.drift, run.rates, {}, run.pairs) for run in runs]
+    assert monitor_measure(without) == "em_rate"
+
+
 def test_per_prompt_fingerprint_is_the_one_definition():
     """The permutation null's per-prompt matrix is fingerprint_of applied to each prompt's own
     differentials, and its mean over prompts is the fingerprint score."""

@@ -1,5 +1,5 @@
 """Notebook 05's monitor evaluation: the checkpoint table of every run (trained checkpoints only,
-labelled dangerous from their EM rate), each feature set of :mod:`.baselines` evaluated with every
+labelled dangerous from their behaviour: the misalignment preference or the EM rate), each feature set of :mod:`.baselines` evaluated with every
 model under leave-one-dataset-out (and, with several seeds, leave-one-seed-out) validation.
 """
 
@@ -50,9 +50,26 @@ def evaluate_monitors(
     return pd.DataFrame(rows)
 
 
-def monitor_rows(runs: Sequence, rate_column: str, relative_to: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Drift profiles and danger-scaled EM rates (:func:`danger_scale`) of every evaluated *trained*
-    checkpoint of ``runs`` (:class:`~.inputs.RunTables`), keyed by dataset and seed.
+def monitor_measure(runs: Sequence, measure: str = "auto") -> str:
+    """Which behaviour labels the monitor's checkpoints: ``"preference"`` (the misalignment preference's
+    change from the base model) or ``"em_rate"``; ``auto`` takes the preference when every run has it at
+    every trained step it projected (it is measured on every training seed; sampled answers may cover
+    only some seeds, ``behavior.sample_seeds``), as the matched timing does."""
+    if measure != "auto":
+        return measure
+    for run in runs:
+        trained = set(run.drift.loc[run.drift["step"] > 0, "step"])
+        if run.preference.empty or not trained <= set(run.preference["step"]):
+            return "em_rate"
+    return "preference"
+
+
+def monitor_rows(runs: Sequence, rate_column: str, relative_to: str,
+                 measure: str = "em_rate") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Drift profiles and danger-scaled behaviour (:func:`danger_scale`; the column keeps the name
+    ``em_rate``, whichever ``measure`` fills it: the EM rate ``rate_column`` or the misalignment
+    preference's change from the base model) of every evaluated *trained* checkpoint of ``runs``
+    (:class:`~.inputs.RunTables`), keyed by dataset and seed.
 
     Step 0 is left out: it is the same untouched base model in every run, so its drift is zero by
     construction and, relative to the base, it is never dangerous. Kept once per run it would hand every
@@ -61,7 +78,10 @@ def monitor_rows(runs: Sequence, rate_column: str, relative_to: str) -> tuple[pd
     """
     drift_rows, rate_rows = [], []
     for run in runs:
-        evaluated = run.rates[["condition", "step", rate_column]].rename(columns={rate_column: "em_rate"})
+        if measure == "preference":
+            evaluated = run.preference[["condition", "step", "change_from_base"]].rename(columns={"change_from_base": "em_rate"})
+        else:
+            evaluated = run.rates[["condition", "step", rate_column]].rename(columns={rate_column: "em_rate"})
         evaluated = evaluated[evaluated["step"].isin(run.drift["step"].unique())]
         drift_part = run.drift.merge(evaluated[["condition", "step"]], on=["condition", "step"])
         drift_rows.append(drift_part.assign(dataset=drift_part["condition"], seed=run.seed)
@@ -70,6 +90,15 @@ def monitor_rows(runs: Sequence, rate_column: str, relative_to: str) -> tuple[pd
     drift, rates = pd.concat(drift_rows, ignore_index=True), pd.concat(rate_rows, ignore_index=True)
     rates = danger_scale(rates, relative_to)  # needs the step-0 rows, so before they go
     return (drift[drift["step"] > 0].reset_index(drop=True), rates[rates["step"] > 0].reset_index(drop=True))
+
+
+def danger_rule(measure: str, settings) -> str:
+    """The monitor's label in words."""
+    value = "the misalignment preference's change from the base model" if measure == "preference" else settings.em_rate
+    if settings.danger_relative_to == "seed_null":
+        return f"{value}, minus the base model's, beyond the seed-pair null at its step (one-sided, alpha 0.05)"
+    base = " minus the base model's" if settings.danger_relative_to == "base" and measure != "preference" else ""
+    return f"{value}{base} > {settings.danger_threshold}"
 
 
 def danger_scale(rate_rows: pd.DataFrame, relative_to: str) -> pd.DataFrame:
@@ -136,7 +165,8 @@ def monitor_evaluation(inputs, settings, seed: int = 0) -> MonitorEvaluation:
     """Every feature set and model on the checkpoints of the main and extra runs
     (``inputs``: :class:`~.inputs.FindingsInputs`; ``settings``: the params' findings section)."""
     runs = [inputs.main, *inputs.extra]
-    drift_rows, rate_rows = monitor_rows(runs, settings.em_rate, settings.danger_relative_to)
+    measure = monitor_measure(runs, settings.behaviour_measure)
+    drift_rows, rate_rows = monitor_rows(runs, settings.em_rate, settings.danger_relative_to, measure)
     # With the seed-pair null the rates are already "change beyond the null": dangerous means above 0.
     threshold = 0.0 if settings.danger_relative_to == "seed_null" else settings.danger_threshold
     table = build_monitor_table(drift_rows, rate_rows, danger_threshold=threshold, value_column="drift_pct_of_norm")
@@ -168,9 +198,7 @@ def monitor_evaluation(inputs, settings, seed: int = 0) -> MonitorEvaluation:
     n_groups = len(groups[["dataset", "seed"]].drop_duplicates())
     description = (f"{len(table.labels)} evaluated trained checkpoints (the base model, drift 0 by construction, left "
                    f"out) from {n_groups} (dataset, seed) runs, "
-                   f"{int(table.labels.sum())} dangerous ({settings.em_rate}"
-                   f"{' minus the base model' if settings.danger_relative_to == 'base' else ''} > "
-                   f"{settings.danger_threshold}); "
+                   f"{int(table.labels.sum())} dangerous ({danger_rule(measure, settings)}); "
                    f"raw-activation baselines read layer {layer}. Folds hold out one dataset with all its seeds"
                    f"{' and, separately, one seed with all its datasets' if 'seed' in schemes else ''}; each fold "
                    f"chooses its decision threshold on its training rows; intervals resample whole runs. "

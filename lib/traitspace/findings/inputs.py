@@ -31,6 +31,7 @@ class RunTables:
     pairs: dict[str, str]           # EM condition -> its control
     top_shifts: dict = field(default_factory=dict)      # (em, control) -> top_shifts table of notebook 03
     decomposition: dict = field(default_factory=dict)   # (em, control) -> shared/specific table of notebook 03
+    preference: pd.DataFrame = field(default_factory=pd.DataFrame)  # condition, step, change_from_base (em pairs)
 
 
 @dataclass
@@ -96,13 +97,18 @@ def _run_tables(config, run_dir: Path):
     projection = project.load_outputs(run_dir)
     conditions = sorted(projection.projections["condition"].unique())
     behaviour = behavior.load_outputs(run_dir, config.behavior, conditions)
+    summary = behaviour.preference_summary
+    preference = pd.DataFrame(columns=["condition", "seed", "step", "change_from_base"])
+    if summary is not None and len(summary) and "change_from_base" in summary.columns:
+        preference = summary.loc[summary["kind"] == "em", ["condition", "seed", "step", "change_from_base"]]
     runs = []
     for seed in projection.seeds:
         activations = {(condition, step): layers for (condition, run_seed, step), layers
                        in projection.mean_activations.items() if run_seed == seed}
         runs.append(RunTables(run_dir, seed, _one_seed(projection.projections, seed), _one_seed(projection.drift, seed),
                               _one_seed(behaviour.rates, seed), activations, dict(projection.pairs),
-                              dict(projection.top_shifts), dict(projection.decomposition)))
+                              dict(projection.top_shifts), dict(projection.decomposition),
+                              _one_seed(preference, seed)))
     return runs, projection, behaviour
 
 
