@@ -1,7 +1,7 @@
 """Crash and corruption safety of every stage, proven by fault injection (issue 20).
 
 On the smoke params (tiny random model, two training seeds), one uninterrupted reference run goes
-through notebooks 00-06, each stage's progress events (its atomic writes, :mod:`traitspace.core.faults`)
+through notebooks 00-09, each stage's progress events (its atomic writes, :mod:`traitspace.core.faults`)
 logged. Then, per stage, starting from a copy of the run as it was before that stage:
 
 - kills: SIGKILL at three points drawn (seeded) from the stage's own events, one after the other,
@@ -73,6 +73,13 @@ STAGES = {
     "04": StageUnderTest("04_behavior_eval", ("behavior",), r"^behavior/(?:answers|scores|preference)/((?:.+/)?step-\d+)"),
     "05": StageUnderTest("05_findings", ("findings",)),
     "06": StageUnderTest("06_steering", ("steering",), r"^steering/results/.+?(?=\.(?:preference\.parquet|answers\.parquet|json)$)"),
+    # A checkpoint's task answers and its activations are separate parts, each recomputed alone.
+    "07": StageUnderTest("07_consistency", ("consistency",), r"^consistency/(?:tasks|activations)/(?:.+/)?step-\d+"),
+    # A re-alignment trail is trained like notebook 01's; its checkpoints' measurements are parts.
+    "08": StageUnderTest("08_realign", ("realign",),
+                         r"^realign/(?:checkpoints/[^/]+/[^/]+/seed-\d+/|(?:projections/parts|preference|behavior/\w+)/(?:.+/)?step-\d+)"),
+    "09": StageUnderTest("09_sae", ("sae",),
+                         r"^sae/(?:features/(?:.+/)?step-\d+|steering/.+?(?=\.(?:preference\.parquet|answers\.parquet|json)$))"),
 }
 N_KILLS = 3
 JOB_TIMEOUT_S = 600
@@ -85,6 +92,7 @@ WORKER = textwrap.dedent("""
     import jupytext, matplotlib, peft, torch, transformers  # noqa: F401 (imported once, before forking)
     import traitspace.behavior, traitspace.extract, traitspace.findings, traitspace.finetune  # noqa: F401
     import traitspace.model_check, traitspace.project, traitspace.steer  # noqa: F401
+    import traitspace.consistency, traitspace.realign, traitspace.sae  # noqa: F401
     from traitspace.core import faults
 
     def run_notebook(job):
@@ -365,7 +373,7 @@ def fault_env(event: str, path: str, action: str = "kill") -> dict:
 
 def load_stage_outputs(stage: str, run_dir: Path):
     """The stage's own loader, as a later stage calls it (05 has none: `traitspace verify` checks it)."""
-    from traitspace import behavior, extract, finetune, model_check, project, steer
+    from traitspace import behavior, consistency, extract, finetune, model_check, project, realign, sae, steer
 
     config = config_for(run_dir.parent)
     conditions = list(config.finetune.conditions)
@@ -376,6 +384,9 @@ def load_stage_outputs(stage: str, run_dir: Path):
         "03": lambda: project.load_outputs(run_dir),
         "04": lambda: behavior.load_outputs(run_dir, config.behavior, conditions),
         "06": lambda: steer.load_outputs(run_dir),
+        "07": lambda: consistency.load_outputs(run_dir),
+        "08": lambda: realign.load_outputs(run_dir),
+        "09": lambda: sae.load_outputs(run_dir),
     }
     return loaders[stage]() if stage in loaders else None
 

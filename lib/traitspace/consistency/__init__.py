@@ -49,10 +49,12 @@ class ConsistencyOutputs:
 def load_outputs(run_dir: str | Path) -> ConsistencyOutputs:
     """Stage 07's outputs of ``run_dir``; FileNotFoundError naming the notebook when it has not run."""
     from ..core.artifacts import read_json
+    from ..core.integrity import require_intact
 
     folder = Path(run_dir) / OUTPUT_DIRNAME
     if not (folder / "manifest.json").is_file():
         raise FileNotFoundError(f"no consistency results in {folder}: run notebook 07 first")
+    require_intact(folder, "07")  # a damaged file is named with its fix, not met as a parquet error
     tables = {}
     for name in TABLES:
         try:

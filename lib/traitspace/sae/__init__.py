@@ -51,10 +51,12 @@ class SaeOutputs:
 def load_outputs(run_dir: str | Path) -> SaeOutputs:
     """Stage 09's outputs of ``run_dir``; FileNotFoundError naming the notebook when it has not run."""
     from ..core.artifacts import read_json
+    from ..core.integrity import require_intact
 
     folder = Path(run_dir) / OUTPUT_DIRNAME
     if not (folder / "manifest.json").is_file():
         raise FileNotFoundError(f"no SAE results in {folder}: run notebook 09 first")
+    require_intact(folder, "09")  # a damaged file is named with its fix, not met as a parquet error
     manifest = read_json(folder / "manifest.json")
     tables = {name: pd.read_parquet(folder / f"{name}.parquet") for name in TABLES}
     if manifest.get("training", {}).get("source") == "trained":
