@@ -305,8 +305,9 @@ def _stable(value):
 
 
 # Table columns that describe the process that wrote them, not the result (training_summary.csv of
-# notebook 01: whether this process trained, from which step, how fast): a resumed run differs there.
-_RUN_HISTORY = re.compile(r"seconds|minutes|tokens/s|trained now|started from|padding share|this_process")
+# notebook 01, trails.csv of notebook 08: whether this process trained, from which step, how fast): a
+# resumed run differs there.
+_RUN_HISTORY = re.compile(r"seconds|minutes|tokens/s|trained[ _]now|started[ _]from|padding share|this_process")
 
 
 def _table(path: Path) -> pd.DataFrame:
@@ -473,6 +474,11 @@ def test_a_damaged_attachment_or_steering_result_is_measured_again(tmp_path):
     store, key = ResultStore(tmp_path / "results"), "sweep/trait/alpha+1.0"
     store.write(key, Measurement({"preference": 0.1}, pd.DataFrame({"a": [1]}), pd.DataFrame({"b": [2]})), "f")
     assert store.is_fresh(key, "f")
+    parts.write(checkpoint, pd.DataFrame({"value": [1.0]}), "f")
+    sidecar = parts.sidecar_path(checkpoint)
+    sidecar.write_bytes(sidecar.read_bytes()[:20] + b"\xdf" + sidecar.read_bytes()[21:])  # not UTF-8 any more
+    assert not parts.is_fresh(checkpoint, "f")
+
     answers = tmp_path / "results" / "sweep" / "trait" / "alpha+1.0.answers.parquet"
     answers.write_bytes(answers.read_bytes()[:-8])
     assert not store.is_fresh(key, "f")

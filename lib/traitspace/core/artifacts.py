@@ -215,7 +215,7 @@ class Stage:
             return False
         try:
             manifest = read_json(self.manifest_path)
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):  # ValueError: bad JSON or bytes that are not UTF-8
             return False
         if manifest.get("params_hash") != self.params_hash or manifest.get("complete") is not True:
             return False

@@ -96,7 +96,7 @@ def damaged_files(folder: str | Path, params_hash: str | None = None) -> list[Pr
     manifest_path = Path(folder) / MANIFEST_NAME
     try:
         manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    except json.JSONDecodeError:
+    except ValueError:  # bad JSON, or bytes that are not UTF-8
         return []
     if params_hash is not None and manifest.get("params_hash") != params_hash:
         return []
@@ -111,7 +111,7 @@ def require_intact(folder: str | Path, notebook: str) -> None:
         return
     try:
         recorded = json.loads(manifest_path.read_text()).get("files") or {}
-    except json.JSONDecodeError:
+    except ValueError:  # bad JSON, or bytes that are not UTF-8
         raise DamagedOutput(f"{manifest_path} is not valid JSON: rerun notebook {notebook} to rebuild the stage") from None
     problems = check_files(folder, recorded)
     if problems:
@@ -127,7 +127,7 @@ def verify_run(run_dir: str | Path) -> tuple[int, list[Problem]]:
     for manifest_path in sorted(Path(run_dir).rglob(MANIFEST_NAME)):
         try:
             recorded = json.loads(manifest_path.read_text()).get("files")
-        except json.JSONDecodeError:
+        except ValueError:  # bad JSON, or bytes that are not UTF-8
             problems.append(Problem(manifest_path.parent, MANIFEST_NAME, "changed"))
             continue
         if recorded is None:

@@ -78,7 +78,7 @@ class CheckpointParts:
         sidecar = self.sidecar_path(checkpoint)
         try:
             return read_json(sidecar) if sidecar.is_file() else {}
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):  # ValueError: bad JSON or bytes that are not UTF-8
             return {}
 
     def is_fresh(self, checkpoint: Checkpoint, fingerprint: str) -> bool:

@@ -26,6 +26,7 @@ resume at the step it reached, with the same batches it would have drawn.
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,8 +76,13 @@ def _aux_loss(pre: torch.Tensor, residual: torch.Tensor, sae: SparseAutoencoder,
 
 
 def _save(path: Path, state: dict) -> None:
+    # Serialised in memory first: torch.save names the zip's inner folder after the file it writes,
+    # which here is a randomly named temporary, so the same state would give different bytes (and
+    # content hashes) in every run.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_path(path) as temporary:
-        torch.save(state, temporary)
+        temporary.write_bytes(buffer.getvalue())
 
 
 def train_sae(activations: torch.Tensor, settings: TrainSettings, checkpoint: str | Path | None = None,

@@ -49,7 +49,7 @@ class ResultStore:
         path = self._file(key, ".json")
         try:
             stored = read_json(path) if path.is_file() else {}
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):  # ValueError: bad JSON or bytes that are not UTF-8
             return False
         if stored.get("fingerprint") != fingerprint:
             return False
