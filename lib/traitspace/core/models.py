@@ -257,8 +257,8 @@ class AdapterSwitcher:
     ``keep_loaded`` adapters stay in memory; older ones are deleted.
 
     ``merge`` folds the active adapter into the base weights for the block, so a LoRA linear costs
-    one matmul instead of three: on the embedded model on 2 CPU cores a forward pass ran 1.33x and
-    greedy generation 1.25x faster merged (r 16, all-linear). The base weights are copied back bit for
+    one matmul instead of three: on the embedded model on 2 CPU cores a forward pass ran 1.40x and
+    greedy generation 1.29x faster merged (r 16, all-linear; bench/adapters.py). The base weights are copied back bit for
     bit afterwards (unmerging alone leaves float rounding that would add up over checkpoints and make
     a resumed run differ from an uninterrupted one), which keeps one copy of the adapted weights in
     memory. Default (``None``): on for a CPU model with float weights, the case measured; off on

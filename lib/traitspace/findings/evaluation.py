@@ -1,6 +1,7 @@
 """Notebook 05's monitor evaluation: the checkpoint table of every run (trained checkpoints only,
-labelled dangerous from their behaviour: the misalignment preference or the EM rate), each feature set of :mod:`.baselines` evaluated with every
-model under leave-one-dataset-out (and, with several seeds, leave-one-seed-out) validation.
+labelled dangerous from their behaviour: the misalignment preference or the EM rate), each feature
+set of :mod:`.baselines` evaluated with every model under leave-one-dataset-out (and, with several
+seeds, leave-one-seed-out) validation.
 """
 
 from __future__ import annotations
