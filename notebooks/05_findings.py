@@ -104,8 +104,11 @@ display(timing_table)
 # %% [markdown]
 # ## 2 · A monitor on trait drift
 # One row per evaluated *trained* checkpoint of every run: its drift profile (each trait's drift as
-# a percentage of the base model's activation norm) as features, labelled **dangerous** when its EM
-# rate exceeds the danger threshold. The base model (step 0) is left out: it is the same model in
+# a percentage of the base model's activation norm) as features, labelled **dangerous** from the same
+# behaviour series the timing uses (`findings.behaviour_measure`: the misalignment preference where
+# every run has it at every step, else the EM rate) by `findings.danger_relative_to`: the default
+# asks that it rise above the base model's beyond the seed-pair null at that step (the printed
+# description says which rule applied). The base model (step 0) is left out: it is the same model in
 # every run with zero drift by construction, and counting it would reward any feature that merely
 # grows with training. Each classifier is trained on all datasets but one and tested on the held-out
 # dataset, all its seeds at once (`held_out: dataset`); with several seeds it is also trained on all
