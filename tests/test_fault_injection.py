@@ -256,7 +256,7 @@ def reference(tmp_path_factory):
 
 
 def snapshot(run_dir: Path, target: Path) -> Path:
-    """A copy of ``run_dir`` (copy2 keeps modification times, which checkpoint identities use)."""
+    """A copy of ``run_dir`` (checkpoint identities are content hashes, so a copy measures as the original)."""
     if run_dir.exists():
         shutil.copytree(run_dir, target)
     else:
