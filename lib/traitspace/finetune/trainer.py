@@ -136,6 +136,11 @@ def checkpointing_arguments(arguments_class, enabled: bool) -> dict:
     return {name: enabled, f"{name}_kwargs": {"use_reentrant": False}}
 
 
+def save_schedule(finetune, total_steps: int) -> list[int]:
+    """The steps a run of ``total_steps`` saves at (what training does and what the plan counts)."""
+    return checkpoint_schedule(total_steps, finetune.n_checkpoints, first_moving_step(finetune, total_steps))
+
+
 def first_moving_step(finetune, total_steps: int) -> int:
     """The first optimizer step after which the adapter differs from its start: 2 under a learning-
     rate warm-up (transformers' warm-up schedules give the first step learning rate 0, so a checkpoint
@@ -309,7 +314,7 @@ def train_condition(
     if not examples:
         raise ValueError(f"condition {condition!r}: none of its {len(rows)} rows fit finetune.max_length={finetune.max_length}")
     total_steps = total_optimizer_steps(len(examples), finetune.batch_size, finetune.grad_accum, finetune.epochs)
-    schedule = checkpoint_schedule(total_steps, finetune.n_checkpoints, first_moving_step(finetune, total_steps))
+    schedule = save_schedule(finetune, total_steps)
     if not plan_path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_json(plan_path, {

@@ -88,9 +88,8 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def training_work(config: RunConfig) -> Training:
-    from ..core.checkpoints import checkpoint_schedule
     from ..finetune.data import condition_sources, load_condition_rows
-    from ..finetune.trainer import first_moving_step
+    from ..finetune.trainer import save_schedule
 
     settings = config.finetune
     rows_per_condition, lengths = [], []
@@ -104,8 +103,7 @@ def training_work(config: RunConfig) -> Training:
         trails=len(rows_per_condition) * len(settings.seeds), rows_per_trail=_mean(rows_per_condition),
         tokens_per_row=_mean(lengths), epochs=settings.epochs, batch_size=settings.batch_size,
         grad_accum=settings.grad_accum, max_length=settings.max_length, longest_row=max(lengths, default=0),
-        checkpoints_per_trail=len(checkpoint_schedule(max(steps, 1), settings.n_checkpoints,
-                                                      first_moving_step(settings, max(steps, 1)))),
+        checkpoints_per_trail=len(save_schedule(settings, max(steps, 1))),
     )
 
 
