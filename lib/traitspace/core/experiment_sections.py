@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from .sections import _Section
+from .sections import _Section, require_file
 
 
 class SteerSection(_Section):
@@ -181,6 +181,4 @@ class ConsistencySection(_Section):
     @field_validator("self_knowledge_file")
     @classmethod
     def _task_file_exists(cls, path: str | None) -> str | None:
-        if path is not None and not Path(path).expanduser().is_file():
-            raise ValueError(f"self-knowledge file not found: {path}")
-        return path
+        return require_file(path, "self-knowledge file")

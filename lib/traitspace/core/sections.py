@@ -36,6 +36,14 @@ def source_is_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or source.endswith(".gguf")
 
 
+def require_file(path: str | None, what: str = "file") -> str | None:
+    """``path`` as given when it is None or names an existing file; else the ValueError a params key
+    reports (``"<what> not found: <path>"``)."""
+    if path is not None and not Path(path).expanduser().is_file():
+        raise ValueError(f"{what} not found: {path}")
+    return path
+
+
 def looks_like_file(source: str) -> bool:
     """True when a fine-tuning condition's source names a JSONL file rather than a built-in dataset."""
     return source.endswith(".jsonl") or source_is_path(source)
@@ -116,9 +124,7 @@ class LiveMonitorSection(_Section):
     @field_validator("fingerprint_file", "monitor_file")
     @classmethod
     def _file_exists(cls, path: str | None) -> str | None:
-        if path is not None and not Path(path).expanduser().is_file():
-            raise ValueError(f"file not found: {path}")
-        return path
+        return require_file(path)
 
 
 class FinetuneSection(_Section):
@@ -186,8 +192,8 @@ class FinetuneSection(_Section):
         for name, source in mapping.items():
             if not name or not all(character.isalnum() or character in "_.-" for character in name):
                 raise ValueError(f"{name!r}: a condition name becomes a folder name; use letters, digits, _ . -")
-            if looks_like_file(source) and not Path(source).expanduser().is_file():
-                raise ValueError(f"{name}: JSONL file not found: {source}")
+            if looks_like_file(source):
+                require_file(source, f"{name}: JSONL file")
         return conditions
 
 
@@ -350,17 +356,12 @@ class BehaviorSection(_Section):
     @field_validator("question_files")
     @classmethod
     def _question_files_exist(cls, paths: list[str]) -> list[str]:
-        for path in paths:
-            if not Path(path).expanduser().is_file():
-                raise ValueError(f"question file not found: {path}")
-        return paths
+        return [require_file(path, "question file") for path in paths]
 
     @field_validator("preference_pairs_file")
     @classmethod
     def _pairs_file_exists(cls, path: str | None) -> str | None:
-        if path is not None and not Path(path).expanduser().is_file():
-            raise ValueError(f"preference pairs file not found: {path}")
-        return path
+        return require_file(path, "preference pairs file")
 
 
 class FindingsSection(_Section):
