@@ -55,7 +55,9 @@ def monitor_measure(runs: Sequence, measure: str = "auto") -> str:
     """Which behaviour labels the monitor's checkpoints: ``"preference"`` (the misalignment preference's
     change from the base model) or ``"em_rate"``; ``auto`` takes the preference when every run has it at
     every trained step it projected (it is measured on every training seed; sampled answers may cover
-    only some seeds, ``behavior.sample_seeds``), as the matched timing does."""
+    only some seeds, ``behavior.sample_seeds``). The matched timing's ``auto`` asks less (the preference
+    at more than one trained step per run, :func:`.seed_timing.behaviour_values`): the monitor needs a
+    label for every checkpoint it has drift for."""
     if measure != "auto":
         return measure
     for run in runs:
