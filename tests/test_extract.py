@@ -91,6 +91,20 @@ def test_prefix_engine_groups_positions_and_masks():
     assert alone.cache is None and alone.inputs["position_ids"].tolist() == [[0, 1], [0, 0]]
 
 
+def test_member_passes_sort_members_of_all_groups_by_length_and_cap_the_rows():
+    # Two groups (slots 0 and 1); remaining[m] = tokens after m's prefix. Rows of a pass come from any
+    # group, shortest first, so a pass pads only between neighbours in length.
+    batch = [PrefixGroup([0, 1, 2], 4), PrefixGroup([3, 4], 2)]
+    remaining = {0: 9, 1: 2, 2: 5, 3: 3, 4: 8}
+    passes = prefix_cache.member_passes(batch, remaining, max_rows=2)
+    assert passes == [[(0, 1), (1, 3)], [(0, 2), (1, 4)], [(0, 0)]]
+    assert [pair for run in prefix_cache.member_passes(batch, remaining, max_rows=5) for pair in run] == \
+        sorted(((slot, member) for slot, group in enumerate(batch) for member in group.members),
+               key=lambda pair: remaining[pair[1]])
+    with pytest.raises(ValueError, match="max_rows"):
+        prefix_cache.member_passes(batch, remaining, max_rows=0)
+
+
 def test_shared_prefix_capture_rejects_answers(tiny_llama):
     conversation = tiny_llama.chat.conversation("Hi?", assistant="Hello.")
     with pytest.raises(ValueError, match="ends with an answer"):

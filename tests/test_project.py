@@ -71,8 +71,8 @@ def test_finished_checkpoints_are_not_recomputed(setting, tmp_path, monkeypatch)
     base_dir, checkpoints, units, layers = setting
     first = run(base_dir, checkpoints[:2], units, layers, tmp_path / "proj")
     calls = []
-    real = project_stage.capture_conversations
-    monkeypatch.setattr(project_stage, "capture_conversations", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = project_stage.capture_shared_prefixes  # prompt pooling: the shared system prompt runs once
+    monkeypatch.setattr(project_stage, "capture_shared_prefixes", lambda *a, **k: calls.append(1) or real(*a, **k))
     second = run(base_dir, checkpoints, units, layers, tmp_path / "proj")
     assert len(calls) == 1, "only control@5 is projected: control@0 is the base model em@0 already measured"
     pd.testing.assert_frame_equal(first, second[second.condition == "em"].reset_index(drop=True))

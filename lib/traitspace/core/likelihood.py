@@ -20,7 +20,7 @@ import torch
 from .chat import TokenizedChat
 from .hooks import decoder_backbone, unwrap_model
 from .padding import padded_batch
-from .prefix_cache import SharedPrefix, continuation, groups_by_key, pack_groups
+from .prefix_cache import SharedPrefix, continuation, groups_by_key, member_passes, pack_groups
 
 
 def _answer_positions(chat: TokenizedChat) -> tuple[int, int]:
@@ -96,7 +96,8 @@ def answer_log_likelihoods(model, chats: Sequence[TokenizedChat], pad_token_id: 
 
 def _shared_prefix_scores(model, chats: Sequence[TokenizedChat], positions, pad_token_id: int,
                           batch_size: int) -> np.ndarray:
-    """:func:`answer_log_likelihoods` with each prompt run once per batch of its answers."""
+    """:func:`answer_log_likelihoods` with each prompt run once per batch of its answers; the answers
+    run in passes of at most ``batch_size`` rows sorted by length, whatever their question."""
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
@@ -111,9 +112,10 @@ def _shared_prefix_scores(model, chats: Sequence[TokenizedChat], positions, pad_
         if batch[0].shared > 0:  # pack_groups never mixes prefixed and unprefixed groups
             prefix = SharedPrefix([prompts[members[0]][:shared] for members, shared in batch], pad_token_id)
             prefix.run(backbone, DynamicCache(config=backbone.config), device)
-        for k in range(max(len(members) for members, _ in batch)):
-            slots = [slot for slot, (members, _) in enumerate(batch) if len(members) > k]
-            rows = [batch[slot].members[k] for slot in slots]
+        remaining = {row: len(chats[row].input_ids) - shared for members, shared in batch for row in members}
+        for members in member_passes(batch, remaining, batch_size):
+            slots = [slot for slot, _ in members]
+            rows = [row for _, row in members]
             shared = [batch[slot].shared for slot in slots]
             step = continuation([chats[row].input_ids[start:] for row, start in zip(rows, shared)],
                                 pad_token_id, "right", prefix, slots)

@@ -3,8 +3,10 @@ into trait space.
 
 The base model is loaded once; each checkpoint's LoRA adapter is swapped in
 (:class:`traitspace.core.models.AdapterSwitcher`), the projection questions (disjoint from the
-extraction questions) are run through one batched capture at the union of the traits' layers, and
-each activation is projected onto the unit trait vector at that trait's layer.
+extraction questions) are run through one batched capture at the union of the traits' layers (with
+prompt pooling, the template's system prompt they share runs once:
+:func:`traitspace.core.prompt_capture.capture_shared_prefixes`), and each activation is projected
+onto the unit trait vector at that trait's layer.
 
 Output: one tidy table with columns ``condition, seed, step, trait, layer, prompt, value, act_norm``
 (``act_norm`` = the activation's L2 norm at that layer, for the norm-rescaled drift of paper 001),
@@ -30,6 +32,7 @@ from ..core.artifacts import atomic_path
 from ..core.chat import SpanKind
 from ..core.checkpoints import Checkpoint
 from ..core.hooks import capture_conversations
+from ..core.prompt_capture import capture_shared_prefixes
 from ..core.parts import CheckpointParts, combine_fingerprint
 from ..core.traits import project_at_layers
 from ..em_data.registry import resolve_pairs  # noqa: F401  (re-exported: the pairs a projection analyses)
@@ -114,10 +117,13 @@ def project_checkpoints(
                 replies = generate_replies(loaded, projection_conversations(loaded, questions),
                                            max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
                 replies = [reply or "..." for reply in replies]  # an empty answer has no tokens to pool
-            activations = capture_conversations(
-                loaded, projection_conversations(loaded, questions, replies), layers=layers,
-                pooling=pooling, batch_size=batch_size, max_length=max_length,
-            )
+            conversations = projection_conversations(loaded, questions, replies)
+            if pooling in ("last_prompt", "prompt"):
+                activations = capture_shared_prefixes(loaded, conversations, layers, pooling, batch_size,
+                                                      max_length=max_length)
+            else:
+                activations = capture_conversations(loaded, conversations, layers=layers, pooling=pooling,
+                                                    batch_size=batch_size, max_length=max_length)
         frame = project_activations(activations, unit_vectors, trait_layers)
         frame.insert(0, "step", checkpoint.step)
         frame.insert(0, "seed", checkpoint.seed)
