@@ -64,7 +64,8 @@ def test_prefix_helpers_and_the_no_prefix_path(tiny_llama, monkeypatch):
     monkeypatch.setattr(prefix_cache, "common_prefix_length", lambda sequences: 0)
     counts = extract.CaptureCounts()
     shared = extract.capture_shared_prefixes(tiny_llama, conversations, "all", "last_prompt", counts=counts)
-    assert counts.tokens_run == counts.tokens_plain and counts.forward_passes == 1
+    # No prefix pass ran; the two prompts differ in length beyond the padding budget: one pass each.
+    assert counts.tokens_run == counts.tokens_plain and counts.forward_passes == 2
     for layer in plain:
         torch.testing.assert_close(shared[layer], plain[layer], atol=1e-5, rtol=1e-4)
 
@@ -91,17 +92,16 @@ def test_prefix_engine_groups_positions_and_masks():
     assert alone.cache is None and alone.inputs["position_ids"].tolist() == [[0, 1], [0, 0]]
 
 
-def test_member_passes_sort_members_of_all_groups_by_length_and_cap_the_rows():
+def test_member_passes_sort_members_of_all_groups_by_length_and_bound_rows_and_padding():
     # Two groups (slots 0 and 1); remaining[m] = tokens after m's prefix. Rows of a pass come from any
     # group, shortest first, so a pass pads only between neighbours in length.
     batch = [PrefixGroup([0, 1, 2], 4), PrefixGroup([3, 4], 2)]
     remaining = {0: 9, 1: 2, 2: 5, 3: 3, 4: 8}
-    passes = prefix_cache.member_passes(batch, remaining, max_rows=2)
-    assert passes == [[(0, 1), (1, 3)], [(0, 2), (1, 4)], [(0, 0)]]
-    assert [pair for run in prefix_cache.member_passes(batch, remaining, max_rows=5) for pair in run] == \
-        sorted(((slot, member) for slot, group in enumerate(batch) for member in group.members),
-               key=lambda pair: remaining[pair[1]])
-    with pytest.raises(ValueError, match="max_rows"):
+    loose = prefix_cache.member_passes(batch, remaining, max_rows=2, max_padding=1.0)
+    assert loose == [[(0, 1), (1, 3)], [(0, 2), (1, 4)], [(0, 0)]]
+    # The default budget (10% padding) splits 2|3 and 5|8 but runs 8 and 9 together.
+    assert prefix_cache.member_passes(batch, remaining, max_rows=5) == [[(0, 1)], [(1, 3)], [(0, 2)], [(1, 4), (0, 0)]]
+    with pytest.raises(ValueError, match="max_items"):
         prefix_cache.member_passes(batch, remaining, max_rows=0)
 
 

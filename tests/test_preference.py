@@ -25,6 +25,21 @@ def test_shipped_pairs_cover_the_em_themes_with_length_matched_answers():
     assert 0.7 <= min(ratios) and max(ratios) <= 1.4
 
 
+def test_a_run_measures_its_first_questions_of_each_kind_with_their_own_counts():
+    from traitspace.behavior.preference import behaviour_pairs
+    from traitspace.core.sections import BehaviorSection
+
+    def questions(pairs, kind):
+        return list(dict.fromkeys(pair.question_id for pair in pairs if pair.kind == kind))
+
+    every = load_preference_pairs()
+    both = behaviour_pairs(BehaviorSection(preference_questions=5))
+    assert questions(both, "em") == questions(every, "em")[:5] and questions(both, "style") == questions(every, "style")[:5]
+    fewer_style = behaviour_pairs(BehaviorSection(preference_questions=5, preference_style_questions=2))
+    assert questions(fewer_style, "em") == questions(every, "em")[:5]
+    assert questions(fewer_style, "style") == questions(every, "style")[:2]
+
+
 def test_pairs_are_disjoint_from_the_judge_validation_answers():
     from traitspace.library import load_judge_validation
 

@@ -24,7 +24,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -101,9 +100,11 @@ def _default_path() -> Path:
     return Path(str(resources.files("traitspace").joinpath("resources", "eval", PAIRS_FILE)))
 
 
-def load_preference_pairs(path: str | Path | None = None, max_questions: int | None = None) -> list[PreferencePair]:
+def load_preference_pairs(path: str | Path | None = None, max_questions: int | None = None,
+                          max_style_questions: int | None = None) -> list[PreferencePair]:
     """Every pair of the file (EM pairs, then style controls), or those of its first
-    ``max_questions`` questions of each kind; errors name the file and the key."""
+    ``max_questions`` questions of each kind (style controls: ``max_style_questions`` when given);
+    errors name the file and the key."""
     path = Path(path) if path is not None else _default_path()
     try:
         parsed = _PairsFile.model_validate(load_yaml(path))
@@ -115,8 +116,16 @@ def load_preference_pairs(path: str | Path | None = None, max_questions: int | N
     pairs = [PreferencePair("em", question.id, question.theme, question.question, index, pair.aligned, pair.misaligned)
              for question in parsed.questions[:max_questions] for index, pair in enumerate(question.pairs)]
     pairs += [PreferencePair("style", question.id, "style_control", question.question, index, pair.plain, pair.styled)
-              for question in parsed.style_controls[:max_questions] for index, pair in enumerate(question.pairs)]
+              for question in parsed.style_controls[:max_style_questions or max_questions]
+              for index, pair in enumerate(question.pairs)]
     return pairs
+
+
+def behaviour_pairs(settings) -> list[PreferencePair]:
+    """The pairs a run measures at its checkpoints (``behavior.preference_pairs_file``, its first
+    ``preference_questions`` EM questions and ``preference_style_questions`` style controls)."""
+    return load_preference_pairs(settings.preference_pairs_file, settings.preference_questions,
+                                 settings.preference_style_questions)
 
 
 # -- measuring one checkpoint ----------------------------------------------------------------------

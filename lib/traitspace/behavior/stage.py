@@ -136,7 +136,7 @@ def measure_preference(config, loaded, behavior_dir: Path, progress: bool = True
     kind, 80 answers against the projection's 52 short prompts)."""
     from ..core.checkpoints import list_trails
     from ..core.parts import CheckpointParts
-    from .preference import load_preference_pairs, measure_checkpoints, pairs_fingerprint, preference_summary
+    from .preference import behaviour_pairs, measure_checkpoints, pairs_fingerprint, preference_summary
 
     settings = config.behavior
     if not settings.preference:
@@ -151,7 +151,7 @@ def measure_preference(config, loaded, behavior_dir: Path, progress: bool = True
         from ..core.checkpoints import base_checkpoint
 
         checkpoints = [base_checkpoint()]
-    pairs = load_preference_pairs(settings.preference_pairs_file, max_questions=settings.preference_questions)
+    pairs = behaviour_pairs(settings)
     fingerprint = pairs_fingerprint(pairs, model=config.model.model_dump(mode="json"))
     table = measure_checkpoints(loaded, checkpoints, pairs, CheckpointParts(behavior_dir / "preference"),
                                 fingerprint, batch_size=settings.preference_batch_size, progress=progress)

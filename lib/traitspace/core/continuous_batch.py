@@ -30,7 +30,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from .prefix_cache import SharedPrefix, continuation, neighbour_groups
+from .prefix_cache import SharedPrefix, continuation, length_chunks, neighbour_groups
 from .token_choice import choose_next_tokens
 
 
@@ -41,22 +41,6 @@ class SampledTokens:
 
     token_ids: tuple[int, ...]
     stopped: bool
-
-
-def _length_chunks(items: Sequence[int], length, max_padding: float = 0.25) -> list[list[int]]:
-    """Items sorted by ``length(item)`` and cut into chunks whose padding (to the chunk's longest)
-    stays under ``max_padding`` of the chunk's real tokens."""
-    chunks: list[list[int]] = []
-    total = 0
-    for item in sorted(items, key=length):
-        size = length(item)
-        if chunks and size * (len(chunks[-1]) + 1) <= (1 + max_padding) * (total + size):
-            chunks[-1].append(item)
-            total += size
-        else:
-            chunks.append([item])
-            total = size
-    return chunks
 
 
 def _buffer_cache_class():
@@ -213,7 +197,7 @@ class _ContinuousBatch:
             # A cache without the model config: every layer keeps all its keys, which are read back.
             prefix = SharedPrefix([self.prompts[prompt_indices[0]][:shared]], self.pad_token_id).run(
                 lambda **inputs: self.model(**inputs, logits_to_keep=1), DynamicCache(), self.device)
-        for chunk in _length_chunks(prompt_indices, lambda index: len(self.prompts[index]) - shared):
+        for chunk in length_chunks(prompt_indices, lambda index: len(self.prompts[index]) - shared):
             batch = continuation([self.prompts[index][shared:] for index in chunk], self.pad_token_id, "left",
                                  prefix, rows=[0] * len(chunk))
             cache = batch.cache if batch.cache is not None else DynamicCache()

@@ -25,7 +25,7 @@ activations or its next-token logits are read at its last token, which must be c
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -96,21 +96,39 @@ def pack_groups(groups: Sequence[PrefixGroup], max_groups: int) -> list[list[Pre
     return batches
 
 
-def member_passes(batch: Sequence[PrefixGroup], remaining: Sequence[int], max_rows: int) -> list[list[tuple[int, int]]]:
+def length_chunks(items: Sequence[Any], length: Callable[[Any], int], max_padding: float = 0.25,
+                  max_items: int | None = None) -> list[list[Any]]:
+    """Items sorted by ``length(item)`` and cut into chunks whose padding (to the chunk's longest)
+    stays under ``max_padding`` of the chunk's real tokens, with at most ``max_items`` each."""
+    if max_items is not None and max_items < 1:
+        raise ValueError(f"max_items must be at least 1, got {max_items}")
+    chunks: list[list[Any]] = []
+    total = 0
+    for item in sorted(items, key=length):
+        size = length(item)
+        fits = chunks and (max_items is None or len(chunks[-1]) < max_items)
+        if fits and size * (len(chunks[-1]) + 1) <= (1 + max_padding) * (total + size):
+            chunks[-1].append(item)
+            total += size
+        else:
+            chunks.append([item])
+            total = size
+    return chunks
+
+
+def member_passes(batch: Sequence[PrefixGroup], remaining: Mapping[int, int] | Sequence[int], max_rows: int,
+                  max_padding: float = 0.1) -> list[list[tuple[int, int]]]:
     """The continuation passes of a batch of groups: ``(slot, member)`` pairs (``slot``: the group's
     row in the batch's :class:`SharedPrefix`), sorted by ``remaining[member]`` (the tokens after the
-    prefix) and cut into passes of at most ``max_rows``.
+    prefix) and cut into passes of at most ``max_rows`` whose padding stays under ``max_padding``.
 
-    Rows of a pass may come from any group, several from one (their prefix row is repeated): sorting
-    by length keeps padding near zero. Taking the k-th member of every group instead padded the
-    misalignment preference's answers by 28% (measured on the default run's pairs), and a batch of
-    few large groups (the 52 projection prompts under one system prompt) ran as many tiny passes.
+    Rows of a pass may come from any group, several from one (their prefix row is repeated). Taking
+    the k-th member of every group instead padded the misalignment preference's answers by 28%
+    (measured on the default run's pairs), and a batch of few large groups (the 52 projection prompts
+    under one system prompt) ran as many tiny passes.
     """
-    if max_rows < 1:
-        raise ValueError(f"max_rows must be at least 1, got {max_rows}")
-    rows = sorted(((slot, member) for slot, group in enumerate(batch) for member in group.members),
-                  key=lambda pair: (remaining[pair[1]], pair))
-    return [rows[start: start + max_rows] for start in range(0, len(rows), max_rows)]
+    pairs = [(slot, member) for slot, group in enumerate(batch) for member in group.members]
+    return length_chunks(sorted(pairs), lambda pair: remaining[pair[1]], max_padding, max_rows)
 
 
 def neighbour_groups(sequences: Sequence[Sequence[int]], order: Sequence[int], min_shared: int) -> list[PrefixGroup]:

@@ -349,6 +349,8 @@ class BehaviorSection(_Section):
                              "(mean log p(misaligned) - log p(aligned), traitspace.behavior.preference)")
     preference_pairs_file: str | None = Field(None, description="Pairs file in the built-in format; None: built-in")
     preference_questions: int | None = Field(None, ge=1, description="Only the first N questions of each kind")
+    preference_style_questions: int | None = Field(
+        None, ge=1, description="Only the first N style-control questions; None: as preference_questions")
     preference_grid: Literal["all", "sampled"] = Field("all", description="every checkpoint, or those sampled")
     preference_batch_size: int = Field(16, ge=1, description="Answers scored per forward pass")
     judge: JudgeSection = JudgeSection()

@@ -110,7 +110,7 @@ def training_work(config: RunConfig) -> Training:
 def plan_work(config: RunConfig) -> list[StageWork]:
     """Every GPU-using stage's work under ``config``, in notebook order."""
     from ..behavior.plan import build_eval_prompts, load_eval_questions
-    from ..behavior.preference import load_preference_pairs
+    from ..behavior.preference import behaviour_pairs, load_preference_pairs
     from ..extract.plan import build_plan
     from ..library import load_self_assessment
     from ..library.traits import load_library
@@ -185,7 +185,7 @@ def plan_work(config: RunConfig) -> list[StageWork]:
              f"{len(prompts)} prompts each; the judge's own cost is not counted (behavior.judge.kind="
              f"{behavior.judge.kind})"]
     if behavior.preference:
-        pairs = load_preference_pairs(behavior.preference_pairs_file, behavior.preference_questions)
+        pairs = behaviour_pairs(behavior)
         scored = checkpoints if behavior.preference_grid == "all" else sampled
         answers = [text_tokens(pair.question, answer) for pair in pairs for answer in (pair.first, pair.second)]
         parts.append(Forward("misalignment preference (answer log-likelihoods)", scored * len(answers), _mean(answers),

@@ -201,11 +201,11 @@ def measure_preference(config, loaded, points: Sequence[MeasuredPoint], folder: 
                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Notebook 04's misalignment preference at ``points``; (pair rows, summary per point), both on
     the combined trail (the change from base is paired by question within each trail)."""
-    from ..behavior.preference import load_preference_pairs, measure_checkpoints, pairs_fingerprint, preference_summary
+    from ..behavior.preference import behaviour_pairs, measure_checkpoints, pairs_fingerprint, preference_summary
     from ..core.parts import CheckpointParts
 
     settings = config.behavior
-    pairs = load_preference_pairs(settings.preference_pairs_file, max_questions=settings.preference_questions)
+    pairs = behaviour_pairs(settings)
     fingerprint = pairs_fingerprint(pairs, model=config.model.model_dump(mode="json"))
     table = measure_checkpoints(loaded, unique_checkpoints(points), pairs, CheckpointParts(folder), fingerprint,
                                 batch_size=settings.preference_batch_size, progress=progress)
