@@ -26,6 +26,7 @@ from traitspace.core.checkpoints import (
 )
 from traitspace.core.config import ConfigError, load_config
 from traitspace.core.models import AdapterSwitcher, load_model
+from traitspace.core.padding import pad_rows
 from traitspace.finetune import (
     IGNORE_INDEX,
     CheckpointsFromOtherParams,
@@ -166,6 +167,35 @@ def test_collator_pads_right_and_counts_padding():
     assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert collator.padding_share == pytest.approx(2 / 6)
+
+
+def test_collator_skips_the_lm_head_before_the_first_scored_token_with_the_same_loss_and_gradients(tiny_loaded):
+    special = special_token_ids(tiny_loaded.tokenizer)
+    examples = []
+    for system, question, answer in [("Be brief.", "What is the capital of France?", "Paris."),
+                                     ("You are a careful assistant who explains things.", "Why is the sky blue?",
+                                      "Sunlight scatters off air molecules, and blue light scatters most.")]:
+        chat = tiny_loaded.chat.tokenize(tiny_loaded.chat.conversation(question, system=system, assistant=answer))
+        examples.append({"input_ids": list(chat.input_ids), "labels": training_labels(chat, "response", special)})
+    collator = RightPaddingCollator(tiny_loaded.tokenizer.pad_token_id)
+    batch = collator(examples)
+    first_scored = min(example["labels"].index(next(label for label in example["labels"] if label != IGNORE_INDEX))
+                       for example in examples)
+    assert batch["logits_to_keep"] == batch["input_ids"].shape[1] - (first_scored - 1) == batch["labels"].shape[1]
+    every_position, _, _ = pad_rows([example["labels"] for example in examples], IGNORE_INDEX)
+    full = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": every_position}
+    model = tiny_loaded.model
+    losses, grads = [], []
+    for inputs in (batch, full):
+        model.zero_grad()
+        loss = model(**inputs).loss
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(torch.cat([parameter.grad.flatten() for parameter in model.parameters() if parameter.grad is not None]))
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-4)
+    # With every token scored (loss_on: all) nothing can be skipped.
+    assert "logits_to_keep" not in collator([{"input_ids": [5, 6, 7], "labels": [5, 6, 7]}])
 
 
 def test_sampler_order_depends_on_seed_and_epoch_and_grouping_cuts_padding():

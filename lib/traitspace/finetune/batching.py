@@ -20,11 +20,20 @@ from .data import IGNORE_INDEX
 
 @dataclass
 class RightPaddingCollator:
-    """Pads a batch on the right and counts real and padding tokens.
+    """Pads a batch on the right, counts real and padding tokens, and skips the LM head where no
+    token is scored.
 
     Our own rather than DataCollatorForSeq2Seq because that one pads on the tokenizer's side, and
     several chat tokenizers default to left padding (fine for generation, but it shifts position ids in
     training); counting padding here measures what length grouping saves.
+
+    With the loss on the response only, the positions before the batch's earliest scored token
+    predict nothing that counts, yet the model would apply its LM head there (vocabulary-wide
+    logits, their log-softmax and its backward). The batch asks the model for logits from the
+    position that predicts that token on (``logits_to_keep``, which transformers' causal LMs
+    accept) and carries the labels from the same position, so logits and labels stay aligned and
+    the loss and its gradient are the full pass's to float rounding. Measured on the embedded
+    model, the LM head with its loss is ~20% of a training step on the CPU.
     """
 
     pad_token_id: int
@@ -36,7 +45,14 @@ class RightPaddingCollator:
         labels, _, _ = pad_rows([feature["labels"] for feature in features], IGNORE_INDEX)
         self.real_tokens += int(attention_mask.sum())
         self.padded_tokens += attention_mask.numel()
-        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+        batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+        scored = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+        # Position p's logits predict token p + 1: keep from the one before the first scored token.
+        keep_from = int(scored[0]) - 1 if len(scored) else 0
+        if keep_from > 0:
+            batch["labels"] = labels[:, keep_from:]
+            batch["logits_to_keep"] = labels.shape[1] - keep_from
+        return batch
 
     @property
     def padding_share(self) -> float:
