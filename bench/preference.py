@@ -3,11 +3,13 @@ the same checkpoint on 247 directions (both with adapters swapped on one base mo
 
     python bench/preference.py                        # embedded SmolLM2-135M-Instruct
     python bench/preference.py --model tiny:llama --checkpoints 2 --questions 5
+    python bench/preference.py --questions 8 --style-questions 4   # the default run's pairs
     python bench/preference.py --device cuda          # on a GPU
 
-Both measure the same random LoRA checkpoints (the default run's LoRA shape). The preference is
-measured twice: as the stage runs it (each question's prompt run once for all its answers) and with
-every answer run whole (the baseline). Repeats alternate the measurements and the medians are
+Both measure the same random LoRA checkpoints (the default run's LoRA shape), each twice: as the
+stages run them (the projection prompts' shared system prompt run once; each question's prompt run
+once for all its answers, answers in length-sorted passes) and with every prompt or answer run whole
+(the baselines). Repeats alternate the measurements and the medians are
 compared, so machine noise hits all alike.
 """
 
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="embedded:smollm2")
     parser.add_argument("--checkpoints", type=int, default=2)
     parser.add_argument("--questions", type=int, default=None, help="first N questions of each kind (default: all)")
+    parser.add_argument("--style-questions", type=int, default=None,
+                        help="first N style-control questions (default: as --questions)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
     add_device_arguments(parser)
@@ -46,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     device = prepare_device(args.device, args.threads)
 
     questions = list(load_builtin_library().projection_questions)
-    pairs = load_preference_pairs(max_questions=args.questions)
+    pairs = load_preference_pairs(max_questions=args.questions, max_style_questions=args.style_questions)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         adapters = make_adapters(args.model, scratch / "adapters", args.checkpoints, str(device))
@@ -60,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         answer_tokens = sum(len(loaded.chat.tokenize(loaded.chat.conversation(pair.question, assistant=answer)).input_ids)
                             for pair in pairs for answer in (pair.first, pair.second))
 
-        projecting, preferring, preferring_plain = [], [], []
+        projecting, projecting_plain, preferring, preferring_plain = [], [], [], []
         for repeat in range(args.repeats):
             synchronize(device)
             started = time.perf_counter()
@@ -68,6 +72,11 @@ def main(argv: list[str] | None = None) -> None:
                                 scratch / f"project{repeat}", params_hash="bench")
             synchronize(device)
             projecting.append((time.perf_counter() - started) / len(checkpoints))
+            started = time.perf_counter()
+            project_checkpoints(loaded, AdapterSwitcher(loaded), checkpoints, questions, units, layers,
+                                scratch / f"project_plain{repeat}", params_hash="bench", share_prefixes=False)
+            synchronize(device)
+            projecting_plain.append((time.perf_counter() - started) / len(checkpoints))
             started = time.perf_counter()
             measure_checkpoints(loaded, checkpoints, pairs, CheckpointParts(scratch / f"preference{repeat}"),
                                 "bench", batch_size=args.batch_size, progress=False)
@@ -80,9 +89,10 @@ def main(argv: list[str] | None = None) -> None:
             preferring_plain.append((time.perf_counter() - started) / len(checkpoints))
 
     project_s, preference_s = statistics.median(projecting), statistics.median(preferring)
-    plain_s = statistics.median(preferring_plain)
+    plain_s, project_plain_s = statistics.median(preferring_plain), statistics.median(projecting_plain)
     print(f"model {args.model}: {len(checkpoints)} checkpoints x {args.repeats} repeats, {describe(device)}")
-    print(f"projection: {len(questions)} questions, 247 directions: {project_s:7.2f} s per checkpoint")
+    print(f"projection: {len(questions)} questions, 247 directions: {project_s:7.2f} s per checkpoint "
+          f"(each prompt run whole: {project_plain_s:.2f} s; shared system prompt {project_plain_s / project_s:.2f}x faster)")
     print(f"preference: {len(pairs)} pairs ({2 * len(pairs)} answers, {answer_tokens:,} tokens): "
           f"{preference_s:7.2f} s per checkpoint (each answer run whole: {plain_s:.2f} s)")
     print(f"shared question prompts: {plain_s / preference_s:.2f}x faster than whole answers")

@@ -96,11 +96,14 @@ def project_checkpoints(
     max_new_tokens: int = 48,
     seed: int = 0,
     progress: Callable | None = None,
+    share_prefixes: bool = True,
 ) -> pd.DataFrame:
     """Project each checkpoint (resuming finished ones) and return the combined tidy table.
 
     ``pooling="response"`` first generates a greedy answer with the checkpoint itself, then pools
-    over the answer tokens; the other poolings read the prompt only (no generation).
+    over the answer tokens; the other poolings read the prompt only (no generation), with the
+    prompts' shared beginning run once unless ``share_prefixes`` is off (kept for the benchmark's
+    baseline; the values equal to float rounding).
     """
     parts = CheckpointParts(Path(out_dir) / "parts")
     layers = sorted(set(trait_layers[trait] for trait in unit_vectors))
@@ -118,7 +121,7 @@ def project_checkpoints(
                                            max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
                 replies = [reply or "..." for reply in replies]  # an empty answer has no tokens to pool
             conversations = projection_conversations(loaded, questions, replies)
-            if pooling in ("last_prompt", "prompt"):
+            if share_prefixes and pooling in ("last_prompt", "prompt"):
                 activations = capture_shared_prefixes(loaded, conversations, layers, pooling, batch_size,
                                                       max_length=max_length)
             else:
