@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> None:
         answer_tokens = sum(len(loaded.chat.tokenize(loaded.chat.conversation(pair.question, assistant=answer)).input_ids)
                             for pair in pairs for answer in (pair.first, pair.second))
 
+        # Untimed warm-up (first adapter load, allocator, kernel choice), so the first path timed is not penalised.
+        project_checkpoints(loaded, AdapterSwitcher(loaded), checkpoints[:1], questions, units, layers,
+                            scratch / "warmup_project", params_hash="bench")
+        measure_checkpoints(loaded, checkpoints[:1], pairs, CheckpointParts(scratch / "warmup_preference"), "bench",
+                            batch_size=args.batch_size, progress=False)
         projecting, projecting_plain, preferring, preferring_plain = [], [], [], []
         for repeat in range(args.repeats):
             synchronize(device)
