@@ -113,9 +113,9 @@ def _shared_prefix_scores(model, chats: Sequence[TokenizedChat], positions, pad_
             prefix = SharedPrefix([prompts[members[0]][:shared] for members, shared in batch], pad_token_id)
             prefix.run(backbone, DynamicCache(config=backbone.config), device)
         remaining = {row: len(chats[row].input_ids) - shared for members, shared in batch for row in members}
-        for members in member_passes(batch, remaining, batch_size):
-            slots = [slot for slot, _ in members]
-            rows = [row for _, row in members]
+        for run in member_passes(batch, remaining, batch_size):
+            slots = [slot for slot, _ in run]
+            rows = [row for _, row in run]
             shared = [batch[slot].shared for slot in slots]
             step = continuation([chats[row].input_ids[start:] for row, start in zip(rows, shared)],
                                 pad_token_id, "right", prefix, slots)

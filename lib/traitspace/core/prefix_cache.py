@@ -18,8 +18,9 @@ Three call sites use it:
 
 Three steps: group sequences by common prefix (:func:`groups_by_key`, :func:`neighbour_groups`), run
 the prefixes once (:class:`SharedPrefix`), and build continuation batches on top of chosen prefix
-rows (:func:`member_passes` orders them by length, :func:`continuation` builds the inputs). Every member of a group keeps at least one token of its own: its
-activations or its next-token logits are read at its last token, which must be computed in its pass.
+rows (:func:`member_passes` orders them by length, :func:`continuation` builds the inputs). Every
+member of a group keeps at least one token of its own: its activations or its next-token logits are
+read at its last token, which must be computed in its pass.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def groups_by_key(sequences: Sequence[Sequence[int]], keys: Sequence[Hashable], 
     ``max_members`` a group, with their shared prefix length.
 
     Members are ordered by the length of what remains after the prefix; groups are ordered by prefix
-    length, so that prefixes run together (:func:`pack_groups`) need little padding. Members that share no
-    token become groups of one with no prefix.
+    length, so that prefixes run together (:func:`pack_groups`) need little padding. Members that
+    share no token become groups of one with no prefix.
     """
     by_key: dict[Hashable, list[int]] = {}
     for index, key in enumerate(keys):

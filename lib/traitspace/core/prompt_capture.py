@@ -62,9 +62,9 @@ def _capture_batch(loaded, prompts: Sequence[Sequence[int]], batch: Sequence[Pre
     order: list[int] = []
     results: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     remaining = {index: len(prompts[index]) - shared for members, shared in batch for index in members}
-    for members in member_passes(batch, remaining, max_rows):
-        rows = [slot for slot, _ in members]
-        indices = [index for _, index in members]
+    for run in member_passes(batch, remaining, max_rows):
+        rows = [slot for slot, _ in run]
+        indices = [index for _, index in run]
         suffixes = [prompts[index][batch[row].shared:] for row, index in zip(rows, indices)]
         step = continuation(suffixes, pad_id, "right", prefix, rows)
         last = torch.tensor([len(suffix) - 1 for suffix in suffixes])
