@@ -120,9 +120,11 @@ display(timing_table)
 # library and of the 7 alignment traits (paper 001's cluster PC1), the norm of the raw activation
 # drift, 7 principal components of the raw activations, and 7 random activation directions, drawn
 # `findings.n_random_draws` times: `random_percentile` says where each feature set's AUROC falls in
-# that distribution (one draw says little). With only one EM run and its
-# control (the default run), the folds hold one condition each, so most metrics are undefined: the
-# table says why. `params/monitor.yaml` trains all datasets and two seeds to give the monitor data.
+# that distribution (one draw says little). With only one EM dataset and its control (the default
+# run), holding the EM dataset out leaves only control checkpoints to train on: no monitor can be
+# trained for that fold (`untrained_folds`), and the held-out-dataset AUROC is undefined (the table
+# says why); the held-out-seed rows still ask whether the monitor carries over to a new training run.
+# `params/monitor.yaml` trains all datasets and two seeds to give the held-out-dataset question data.
 
 # %%
 monitor = findings.monitor_evaluation(inputs, settings, seed=config.run.seed)

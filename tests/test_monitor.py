@@ -112,8 +112,9 @@ def test_one_class_training_fold_gets_constant_score():
         assert result["one_class_folds"] == ["c"]
         np.testing.assert_array_equal(result["oof_scores"][8:], negative_constant)
         assert result["fnr"] == 1.0  # the held-out positives can only be called safe
-        # Pooled AUROC with tied constant scores still matches sklearn.
-        assert result["auroc"] == pytest.approx(roc_auc_score(labels, result["oof_scores"]))
+        # The pooled AUROC would rank group c's constant against trained scores: undefined, named.
+        assert math.isnan(result["auroc"]) and all(math.isnan(x) for x in result["auroc_ci"])
+        assert "held-out c" in result["undefined"]["auroc"]
 
 
 def test_single_class_pooled_labels_report_reason():

@@ -46,6 +46,7 @@ def evaluate_monitors(
                 "auroc": result["auroc"], "auroc_low": result["auroc_ci"][0], "auroc_high": result["auroc_ci"][1],
                 "fnr": result["fnr"], "fnr_low": result["fnr_ci"][0], "fnr_high": result["fnr_ci"][1],
                 "fpr": result["fpr"], "fpr_low": result["fpr_ci"][0], "fpr_high": result["fpr_ci"][1],
+                "untrained_folds": ", ".join(result["one_class_folds"]),
                 "undefined": "; ".join(f"{key}: {why}" for key, why in result["undefined"].items()),
             })
     return pd.DataFrame(rows)

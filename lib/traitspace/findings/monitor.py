@@ -177,8 +177,10 @@ def leave_one_group_out_eval(
 
     A training fold whose labels have a single class cannot fit a classifier; its held-out
     rows get that class's constant score (1.0 / 0.0 for probabilities, +1 / -1 for ridge), i.e.
-    the only prediction the training data supports. Such folds are listed in
-    ``one_class_folds``.
+    the only prediction the training data supports, which FNR and FPR count. Such folds are listed
+    in ``one_class_folds``, and the pooled AUROC is then undefined: it would rank the constant
+    scores of untrained folds against the trained folds' scores (with one EM dataset, holding it
+    out leaves no dangerous checkpoint to train on).
 
     Intervals are percentile cluster bootstraps over ``clusters`` (default: the groups; pass the
     runs, e.g. dataset and seed): whole runs are resampled, because checkpoints of one run are not
@@ -242,6 +244,11 @@ def leave_one_group_out_eval(
     if not (has_positive and has_negative):
         absent = "dangerous" if not has_positive else "safe"
         undefined["auroc"] = f"pooled labels contain no {absent} checkpoint"
+    elif one_class_folds:
+        # The held-out rows of those folds carry one constant score, pooled with the trained folds'
+        # scores: the ranking then measures which fold a row came from, not a monitor.
+        undefined["auroc"] = (f"no monitor could be trained for held-out {', '.join(one_class_folds)} (its training "
+                              "rows hold one class)")
     if not has_positive:
         undefined["fnr"] = "no dangerous checkpoint, so no false negatives are possible"
     if not has_negative:
@@ -249,6 +256,8 @@ def leave_one_group_out_eval(
 
     auroc_value, fnr_value, fpr_value = (float(x) for x in _pooled_metrics(
         labels[None, :], oof_scores[None, :], oof_predicted[None, :])[0])
+    if "auroc" in undefined:
+        auroc_value = float("nan")
     cluster_labels = _group_labels(clusters) if clusters is not None else group_labels
     members = [np.flatnonzero(cluster_labels == name) for name in np.unique(cluster_labels)]
     generator = np.random.default_rng(seed)

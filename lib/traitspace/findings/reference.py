@@ -11,6 +11,7 @@ there. A user can then tell "no EM at this scale" (numbers match a reference tha
 ``--write`` stores a run's numbers with tolerances derived from its own seed spread: each value may
 move by max(an absolute floor, 2 x its standard error across seeds), since a rerun with the same seeds
 on another CPU differs only by floating-point order, and a rerun with other seeds by about that much.
+The base model's preference (no training, no sampling) gets the floor alone.
 """
 
 from __future__ import annotations
@@ -86,7 +87,10 @@ def with_tolerances(summary: dict) -> dict:
 
     result = json.loads(json.dumps(summary))
     if "base_preference" in result:
-        result["base_preference"]["tolerance"] = tolerance(result["base_preference"], FLOORS["base_preference"])
+        # The base model's preference involves no training and no sampling: the same model and pairs give
+        # the same number up to floating-point order, so only the floor applies (its "se" is the spread
+        # over questions, which says how precise the measure is, not how far a rerun may move).
+        result["base_preference"]["tolerance"] = FLOORS["base_preference"]
     for pair in result["pairs"].values():
         for key, entry in pair.items():
             if isinstance(entry, dict):

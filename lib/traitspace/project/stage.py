@@ -32,8 +32,8 @@ from ..core.artifacts import atomic_path
 from ..core.chat import SpanKind
 from ..core.checkpoints import Checkpoint
 from ..core.hooks import capture_conversations
-from ..core.prompt_capture import capture_shared_prefixes
 from ..core.parts import CheckpointParts, combine_fingerprint
+from ..core.prompt_capture import capture_shared_prefixes
 from ..core.traits import project_at_layers
 from ..em_data.registry import resolve_pairs  # noqa: F401  (re-exported: the pairs a projection analyses)
 from .analysis import ProjectionAnalysis, analyse_projections, write_analysis
@@ -103,7 +103,7 @@ def project_checkpoints(
     ``pooling="response"`` first generates a greedy answer with the checkpoint itself, then pools
     over the answer tokens; the other poolings read the prompt only (no generation), with the
     prompts' shared beginning run once unless ``share_prefixes`` is off (kept for the benchmark's
-    baseline; the values equal to float rounding).
+    baseline; the values agree to float rounding).
     """
     parts = CheckpointParts(Path(out_dir) / "parts")
     layers = sorted(set(trait_layers[trait] for trait in unit_vectors))
