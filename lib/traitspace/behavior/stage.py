@@ -132,8 +132,8 @@ def measure_preference(config, loaded, behavior_dir: Path, progress: bool = True
 
     ``preference_grid: all`` measures every checkpoint of every condition (the trait projection's
     grid); ``sampled`` only the ``sampled`` checkpoints, for CPU budgets: on SmolLM2-135M one
-    checkpoint costs several times projecting it (bench/preference.py: 3.6x with 8 questions of each
-    kind, 80 answers against the projection's 52 short prompts)."""
+    checkpoint costs several times projecting it (bench/preference.py: 5.6x with 8 questions of each
+    kind, 80 answers against the projection's 52 short prompts, 2026-11-28)."""
     from ..core.checkpoints import list_trails
     from ..core.parts import CheckpointParts
     from .preference import behaviour_pairs, measure_checkpoints, pairs_fingerprint, preference_summary

@@ -32,8 +32,9 @@ class RightPaddingCollator:
     logits, their log-softmax and its backward). The batch asks the model for logits from the
     position that predicts that token on (``logits_to_keep``, which transformers' causal LMs
     accept) and carries the labels from the same position, so logits and labels stay aligned and
-    the loss and its gradient are the full pass's to float rounding. Measured on the embedded
-    model, the LM head with its loss is ~20% of a training step on the CPU.
+    the loss and its gradient are the full pass's to float rounding. For SmolLM2-135M (a 49k
+    vocabulary on a 576-wide model) the LM head is ~20% of a step's FLOPs, and its log-softmax and
+    backward alone took 5% of a profiled CPU step.
     """
 
     pad_token_id: int
