@@ -21,8 +21,9 @@
 #    (`sae.published`). Its quality is measured on base activations *and* on every fine-tuned
 #    checkpoint's: an SAE trained on the base model can reconstruct a fine-tuned model worse.
 # 2. **The diff**: each feature's mean activation and firing frequency over the answer tokens of the
-#    evaluation questions (chat-template tokens excluded), at every answered checkpoint, minus the base
-#    model; EM minus control tested across training seeds against the seed-pair null.
+#    evaluation questions (chat-template tokens excluded), at every checkpoint of every training seed
+#    (with `sae.answers: own`, only the checkpoints notebook 04 sampled), minus the base model; EM
+#    minus control tested across training seeds against the seed-pair null.
 # 3. **What the top features are**: cosines of their decoder directions with the trait vectors and the
 #    EM direction of notebook 06; the answers they fire on most.
 # 4. **Causal check**: the base model steered along the top features' decoder directions, a random SAE
@@ -91,7 +92,7 @@ if len(tables["training_loss"]):
 
 # %% [markdown]
 # ## 2 · Which features change, EM minus control?
-# For each feature: its change from the base model at each run's final answered checkpoint, EM minus
+# For each feature: its change from the base model at each run's final checkpoint, EM minus
 # control averaged over training seeds, with a 95% t interval across seeds and a pooled t-test against
 # the seed-pair null (Benjamini-Hochberg over all features: `q_value`, `significant`). With one seed per
 # condition the interval and test are undefined and the table says NaN. Ranked by |difference| of the

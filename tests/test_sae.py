@@ -192,3 +192,21 @@ def test_a_published_sae_is_used_instead_of_training(tmp_path, tiny_llama):
         load_config("params/smoke.yaml", {"sae.published": str(tmp_path / "missing")})
     with pytest.raises(ConfigError, match="sae.steps"):
         load_config("params/smoke.yaml", {"sae.steps": 0})
+
+
+def test_diff_reads_every_seed_and_step_on_base_answers_and_only_sampled_ones_on_own_answers(tmp_path):
+    """On the base model's answers only the weights differ, so every trail's checkpoints are diffed (the
+    seed-level test and the monitor's rows need them); on own answers, only those notebook 04 sampled."""
+    from traitspace.core.checkpoints import Checkpoint
+    from traitspace.sae.stage import diffed_checkpoints
+
+    trails = {(condition, seed): [Checkpoint(condition, 0, None, seed)]
+              + [Checkpoint(condition, step, tmp_path / f"{condition}-{seed}-{step}", seed) for step in (2, 4)]
+              for condition in ("em", "control", "other") for seed in (0, 1)}
+    answers = pd.DataFrame({"condition": ["base", "em", "control"], "seed": [-1, 0, 0], "step": [0, 4, 4]})
+
+    on_base = diffed_checkpoints(trails, answers, ["em", "control"], "base")
+    assert [(c.condition, c.seed, c.step) for c in on_base] == [
+        (condition, seed, step) for condition in ("control", "em") for seed in (0, 1) for step in (2, 4)]
+    on_own = diffed_checkpoints(trails, answers, ["em", "control"], "own")
+    assert [(c.condition, c.seed, c.step) for c in on_own] == [("control", 0, 4), ("em", 0, 4)]

@@ -116,8 +116,9 @@ class SaeSection(_Section):
     max_tokens: int = Field(60000, ge=16, description="Training token vectors kept (a random subset when more)")
     heldout_fraction: float = Field(0.1, gt=0, lt=1, description="Conversations held out of training to measure quality")
     answers: Literal["base", "own"] = Field(
-        "base", description="Answers the diff reads: the base model's evaluation answers read by every checkpoint "
-        "(only the weights differ), or each checkpoint's own answers (the monitor then reads the judged answers)")
+        "base", description="Answers the diff reads: the base model's evaluation answers read by every checkpoint of "
+        "every trail (only the weights differ), or each checkpoint's own answers (then only the checkpoints notebook 04 "
+        "sampled are diffed, and the monitor needs them at every step it labels)")
     n_top: int = Field(10, ge=1, description="Top changed features shown")
     n_top_answers: int = Field(3, ge=1, description="Top-activating answers shown per top feature")
     n_steer: int = Field(3, ge=0, description="Top features steered (plus one random feature)")

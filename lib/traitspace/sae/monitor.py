@@ -45,7 +45,8 @@ def feature_matrix(changes: pd.DataFrame, groups: pd.DataFrame, column: str = "m
     missing = [key for key in keys if key not in wide.index]
     if missing:
         raise ValueError(f"no SAE features for monitor row(s) {missing[:3]} (dataset, seed, step); the SAE diff "
-                         "measures the checkpoints notebook 04 answered in this run (findings.extra_runs are not read)")
+                         "measures this run's checkpoints (with sae.answers='own', only those notebook 04 sampled; "
+                         "findings.extra_runs are not read)")
     return wide.loc[keys].to_numpy(dtype=float)
 
 

@@ -1,4 +1,4 @@
-"""Run stage 09: get an SAE (train one, or load a published one), diff every answered checkpoint
+"""Run stage 09: get an SAE (train one, or load a published one), diff every checkpoint
 through it, test the changes across seeds, compare the top features with the trait directions,
 steer along them, and add the SAE baseline to notebook 05's monitor table.
 
@@ -58,6 +58,19 @@ def _answers_for(answers: pd.DataFrame, checkpoint: Checkpoint, which: str) -> p
         rows = questions[(questions["condition"] == checkpoint.condition) & (questions["seed"] == checkpoint.seed)
                          & (questions["step"] == checkpoint.step)]
     return rows.drop_duplicates("answer_id").sort_values("answer_id").reset_index(drop=True)
+
+
+def diffed_checkpoints(trails, answers: pd.DataFrame, conditions, which: str) -> list[Checkpoint]:
+    """The trained checkpoints the diff reads. On the base model's answers (``which='base'``) only the
+    weights differ, so every checkpoint of every trail is read: every training seed (the unit the
+    EM-minus-control test needs) and every step notebook 05's monitor labels. On their own answers,
+    only the checkpoints notebook 04 sampled."""
+    trained = [c for (condition, _), trail in trails.items() if condition in conditions for c in trail if c.step > 0]
+    if which == "base":
+        return sorted(trained, key=lambda c: (c.condition, c.seed, c.step))
+    answered = answers[(answers["step"] > 0) & answers["condition"].isin(conditions)][["condition", "seed", "step"]]
+    keys = set(map(tuple, answered.itertuples(index=False)))
+    return sorted((c for c in trained if (c.condition, c.seed, c.step) in keys), key=lambda c: (c.condition, c.seed, c.step))
 
 
 def _get_sae(config, loaded, folder: Path, layer_setting, traits, base_answers, log):
@@ -156,10 +169,7 @@ def run_sae_stage(config, loaded=None, log: Callable[[str], None] | None = print
     conditions = sorted({name for pair in pairs.items() for name in pair})
     answers = behavior.load_outputs(run_dir, config.behavior, conditions).answers
     trails = finetune.load_outputs(run_dir, conditions).trails
-    answered = answers[(answers["step"] > 0) & answers["condition"].isin(conditions)][["condition", "seed", "step"]]
-    by_key = {(c.condition, c.seed, c.step): c for trail in trails.values() for c in trail}
-    checkpoints = [by_key[key] for key in sorted(set(map(tuple, answered.itertuples(index=False))))
-                   if key in by_key]
+    checkpoints = diffed_checkpoints(trails, answers, conditions, settings.answers)
     base = next(iter(trails.values()))[0]
     loaded = loaded if loaded is not None else load_model(config.model)
     switcher = AdapterSwitcher(loaded, keep_loaded=2)
@@ -170,7 +180,7 @@ def run_sae_stage(config, loaded=None, log: Callable[[str], None] | None = print
     losses = training.pop("losses", pd.DataFrame())
     sae_fingerprint = combine_fingerprint(*(f"{name}:{float(getattr(sae, name).sum()):.6e}" for name in ("W_enc", "W_dec", "b_enc", "b_dec")))
 
-    # -- the diff: every answered checkpoint (and the base model once) through the SAE ------------------
+    # -- the diff: every checkpoint of diffed_checkpoints (and the base model once) through the SAE ------------
     parts = CheckpointParts(folder / "features")
     stats, per_answer_max, read_answers, diff_seconds = [], {}, {}, []
     from tqdm.auto import tqdm
