@@ -106,8 +106,10 @@ display(ends.pivot_table(index=["measure", "pair", "benign", "role", "seed"], co
 # ### How much of each measure recovers, and how fast
 # The **recovery fraction** is (shift after − shift before) / (0 − shift before): 1 = back at the base
 # model, 0 = unmoved, above 1 = past the base, below 0 = further away. It is the recovery of the
-# seed-mean shift, with a 95% interval from resampling training seeds (n = seeds); `em_minus_control`
-# is the EM run's shift minus its control's, paired by seed. **Steps to recovery**: the first
+# seed-mean shift, with Fieller's 95% interval across training seeds (n = seeds, t on n − 1 degrees of
+# freedom: with two seeds it is very wide, and unbounded, ±inf, when the shift before re-alignment is not
+# clearly away from 0 across seeds); `em_minus_control` is the EM run's shift minus its control's, paired
+# by seed. **Steps to recovery**: the first
 # re-alignment step at which a seed's shift has recovered by at least `realign.recovered_above`, mean
 # over the seeds that got there and a t interval across them.
 
@@ -120,7 +122,7 @@ display(tables["steps_summary"].round(2))
 # Per key trait (notebook 03's top EM-shifted traits), the recovery fraction of its EM-minus-control
 # shift, with the interval over seeds. A trait **returns** when the lower end of its interval is at
 # least `realign.recovered_above`, **persists** when the upper end is below it, and is
-# **undetermined** otherwise (always so with one seed). The key traits were chosen on the same
+# **undetermined** otherwise (always so with one seed, usually with two). The key traits were chosen on the same
 # fine-tuning runs whose recovery is measured here; a trait chosen partly for a lucky large shift
 # would look as if it recovered (regression to the mean), so a "returns" on a small shift is weak.
 

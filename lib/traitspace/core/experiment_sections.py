@@ -94,7 +94,7 @@ class RealignSection(_Section):
                               "recovery figure")
     recovered_above: float = Field(0.5, gt=0, le=1, description="A trait returns to base when the lower end of its "
                                    "recovery-fraction interval is at least this, stays shifted when the upper end is below")
-    n_boot: int = Field(2000, ge=100)
+    n_boot: int = Field(2000, ge=100, description="Bootstrap draws of the preference's interval over questions")
 
 
 class SaeSection(_Section):

@@ -8,10 +8,11 @@ re-alignment trail, ``before`` is the shift of the source checkpoint (re-alignme
 
 1 = back at the base model, 0 = not moved, between = partly back, > 1 = past the base model,
 < 0 = moved further away. Over training seeds it is the recovery of the seed-mean shift,
-``sum(before - after) / sum(before)``, with a percentile interval from resampling seeds
-(:func:`traitspace.core.stats.cluster_bootstrap_ratio`: the seeds are the unit of replication, and a
-ratio of means is steadier than a mean of per-seed ratios whose denominators can be near 0). With one
-seed there is no interval.
+``sum(before - after) / sum(before)``, with Fieller's interval across seeds
+(:func:`traitspace.core.stats.fieller_ratio_interval`: the seeds are the unit of replication, and a
+ratio of means is steadier than a mean of per-seed ratios whose denominators can be near 0; a
+bootstrap over two or three seeds would give a falsely narrow interval). With one seed there is no
+interval; with two (t on 1 degree of freedom) it is very wide or unbounded, so little is called.
 
 A trait **returns to base** when the lower end of its interval is at least ``recovered_above``,
 **stays shifted** when the upper end is below it, and is **undetermined** otherwise.
@@ -24,23 +25,19 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..core.stats import cluster_bootstrap_ratio
+from ..core.stats import fieller_ratio_interval
 
 RECOVERY_COLUMNS = ["before", "after", "recovery", "recovery_low", "recovery_high", "n_seeds", "status"]
 
 
-def recovery_fraction(before: Sequence[float], after: Sequence[float], n_boot: int = 2000, seed: int = 0
-                      ) -> tuple[float, float, float]:
+def recovery_fraction(before: Sequence[float], after: Sequence[float]) -> tuple[float, float, float]:
     """(recovery of the seed-mean shift, interval low, high) from per-seed ``before`` and ``after``
-    shifts; the interval is NaN with fewer than two seeds, everything NaN when the shifts sum to 0."""
+    shifts; the interval is NaN with fewer than two seeds and infinite where unbounded, everything NaN
+    when the shifts sum to 0."""
     before, after = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
     if before.shape != after.shape or before.ndim != 1 or before.size == 0:
         raise ValueError(f"recovery_fraction: need two equal 1-D arrays of per-seed shifts, got {before.shape} and {after.shape}")
-    if before.sum() == 0:
-        return (float("nan"),) * 3
-    if before.size < 2:
-        return float((before - after).sum() / before.sum()), float("nan"), float("nan")
-    return cluster_bootstrap_ratio(before - after, before, n_boot=n_boot, seed=seed)
+    return fieller_ratio_interval(before - after, before)
 
 
 def recovery_status(low: float, high: float, recovered_above: float) -> str:
@@ -53,7 +50,7 @@ def recovery_status(low: float, high: float, recovered_above: float) -> str:
 
 
 def recovery_table(shifts: pd.DataFrame, group: Sequence[str], after_step: int | None = None, before_step: int = 0,
-                   recovered_above: float = 0.5, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+                   recovered_above: float = 0.5) -> pd.DataFrame:
     """Recovery fraction per ``group`` (e.g. pair, benign, trait) across seeds.
 
     ``shifts``: columns ``*group, seed, realign_step, shift``. ``after_step`` None: each group's last
@@ -74,7 +71,7 @@ def recovery_table(shifts: pd.DataFrame, group: Sequence[str], after_step: int |
         both = wide[[before_step, last]].dropna()
         if both.empty:
             continue
-        recovery, low, high = recovery_fraction(both[before_step].to_numpy(), both[last].to_numpy(), n_boot, seed)
+        recovery, low, high = recovery_fraction(both[before_step].to_numpy(), both[last].to_numpy())
         rows.append({**dict(zip(group, key)), "before_step": before_step, "after_step": last,
                      "before": float(both[before_step].mean()), "after": float(both[last].mean()),
                      "recovery": recovery, "recovery_low": low, "recovery_high": high, "n_seeds": len(both),

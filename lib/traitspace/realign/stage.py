@@ -162,7 +162,7 @@ def run_realign_stage(config, progress: bool = True, log: Callable[[str], None] 
     realigning = drift[drift["realign_step"].notna()]
     trait_shifts = [em_minus_control(realigning, ["pair", "benign", "trait"], "drift").assign(shift_of="em_minus_control"),
                     realigning[realigning["role"] == "em"].rename(columns={"drift": "shift"}).assign(shift_of="em_run")]
-    recovery_options = dict(recovered_above=settings.recovered_above, n_boot=settings.n_boot, seed=config.run.seed)
+    recovery_options = dict(recovered_above=settings.recovered_above)
     trait_recovery = pd.concat([recovery_table(shifts, ["pair", "benign", "shift_of", "trait"], **recovery_options)
                                 for shifts in trait_shifts], ignore_index=True)
     trait_recovery["key_trait"] = [trait in key_traits.get(pair, {}) for pair, trait
