@@ -227,7 +227,7 @@ def fieller_ratio_interval(numerators: Sequence[float], denominators: Sequence[f
         return ratio, float("nan"), float("nan")
     covariance = np.cov(numerators, denominators, ddof=1)
     q = scipy_stats.t.ppf(0.5 + level / 2, n - 1) ** 2 / n
-    # The R with (mean_n - R mean_d)^2 <= q var(n_i - R d_i): a A R^2 - 2 B R + C <= 0 quadratic.
+    # The R with (mean_n - R mean_d)^2 <= q var(n_i - R d_i): the quadratic A R^2 - 2 B R + C <= 0.
     a = mean_d ** 2 - q * covariance[1, 1]
     b = mean_n * mean_d - q * covariance[0, 1]
     c = mean_n ** 2 - q * covariance[0, 0]
