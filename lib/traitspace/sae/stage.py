@@ -66,11 +66,11 @@ def diffed_checkpoints(trails, answers: pd.DataFrame, conditions, which: str) ->
     EM-minus-control test needs) and every step notebook 05's monitor labels. On their own answers,
     only the checkpoints notebook 04 sampled."""
     trained = [c for (condition, _), trail in trails.items() if condition in conditions for c in trail if c.step > 0]
-    if which == "base":
-        return sorted(trained, key=lambda c: (c.condition, c.seed, c.step))
-    answered = answers[(answers["step"] > 0) & answers["condition"].isin(conditions)][["condition", "seed", "step"]]
-    keys = set(map(tuple, answered.itertuples(index=False)))
-    return sorted((c for c in trained if (c.condition, c.seed, c.step) in keys), key=lambda c: (c.condition, c.seed, c.step))
+    if which != "base":
+        answered = answers[(answers["step"] > 0) & answers["condition"].isin(conditions)][["condition", "seed", "step"]]
+        keys = set(map(tuple, answered.itertuples(index=False)))
+        trained = [c for c in trained if (c.condition, c.seed, c.step) in keys]
+    return sorted(trained, key=lambda c: (c.condition, c.seed, c.step))
 
 
 def _get_sae(config, loaded, folder: Path, layer_setting, traits, base_answers, log):
