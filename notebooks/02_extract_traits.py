@@ -65,7 +65,6 @@ import pandas as pd
 from IPython.display import display
 
 from traitspace import extract
-from traitspace.core.artifacts import Stage
 from traitspace.core.config import load_config
 from traitspace.core.paths import describe_paths
 from traitspace.core.plots import set_style
@@ -114,7 +113,7 @@ print(extract.judge_note(settings, judge))
 # the question tokens on top (exact, because attention is causal).
 
 # %%
-cached = Stage(traits_dir, extract.stage_hash(config, judge)).is_done()
+cached = extract.extraction_stage(config, judge).is_done()
 vectors = extract.run_extraction(config, judge=judge)
 print(extract.run_report(vectors, cached))
 shared_layer = vectors.info["shared_layer"]

@@ -445,7 +445,7 @@ def test_the_fault_hook_acts_only_at_the_named_event_of_the_named_file(tmp_path,
 def test_leftovers_of_killed_writes_are_removed_when_the_stage_starts_and_finishes(tmp_path):
     from traitspace.core.artifacts import Stage, atomic_write_text
 
-    stage = Stage(tmp_path / "stage", params_hash="h")
+    stage = Stage(tmp_path / "stage", params_hash="h", code_version=1)
     atomic_write_text(stage.path / "parts" / "step-000001.parquet", "whole")
     leftovers = [stage.path / f".table.csv.k1ll3d{PARTIAL_MARKER}.csv", stage.path / "parts" / f".x.abc{PARTIAL_MARKER}"]
     leftovers[0].write_text("half")

@@ -12,11 +12,11 @@ from traitspace.core.integrity import DamagedOutput, require_intact, stage_files
 
 
 def finished_stage(folder):
-    stage = Stage(folder, params_hash="h1")
+    stage = Stage(folder, params_hash="h1", code_version=1)
     atomic_write_text(folder / "table.csv", "a,b\n1,2\n")
     atomic_write_text(folder / "parts" / "step-000001.parquet", "x" * 100)
     atomic_write_text(folder / "figure.png", "png")
-    nested = Stage(folder / "nested", params_hash="n")
+    nested = Stage(folder / "nested", params_hash="n", code_version=1)
     atomic_write_text(folder / "nested" / "own.csv", "mine")
     nested.mark_done()
     stage.mark_done()
@@ -28,9 +28,9 @@ def test_the_manifest_records_data_files_and_a_damaged_stage_is_not_done(tmp_pat
     recorded = json.loads(stage.manifest_path.read_text())["files"]
     assert set(recorded) == {"table.csv", "parts/step-000001.parquet"}  # not figures, not a nested stage
     assert recorded["table.csv"]["bytes"] == 8
-    assert Stage(stage.path, "h1").is_done()
+    assert Stage(stage.path, "h1", code_version=1).is_done()
     (stage.path / "table.csv").write_text("a,b\n1,3\n")  # same size, other content
-    assert not Stage(stage.path, "h1").is_done()
+    assert not Stage(stage.path, "h1", code_version=1).is_done()
     assert "changed" in capsys.readouterr().out
     with pytest.raises(DamagedOutput, match=r"stage stage \(notebook 03\).*table.csv.*Rerun notebook 03"):
         require_intact(stage.path, "03")
@@ -78,3 +78,31 @@ def test_a_checkpoint_keeps_its_cache_identity_when_its_run_is_copied_and_change
     assert original.identity() == copied.identity()
     (copy / "adapter_model.safetensors").write_bytes(b"weights two")
     assert Checkpoint("em", 2, str(copy)).identity() != original.identity()
+
+
+def test_a_stage_finished_by_another_version_of_its_code_is_recomputed(tmp_path, capsys):
+    stage = finished_stage(tmp_path / "stage")
+    assert json.loads(stage.manifest_path.read_text())["code_version"] == 1
+    assert not Stage(stage.path, "h1", code_version=2).is_done()
+    assert "made by version 1 of this stage's code, which is now version 2" in capsys.readouterr().out
+    # A manifest written before code versions existed counts as version 1: old runs are not redone.
+    manifest = json.loads(stage.manifest_path.read_text())
+    del manifest["code_version"]
+    stage.manifest_path.write_text(json.dumps(manifest))
+    assert Stage(stage.path, "h1", code_version=1).is_done()
+    assert not Stage(stage.path, "h1", code_version=2).is_done()
+
+
+def test_a_training_code_version_enters_the_trail_hash_from_version_2_on(monkeypatch):
+    from traitspace.core import code_versions
+    from traitspace.core.config import load_config
+    from traitspace.finetune.data import condition_params_hash
+    from traitspace.runner import REPO_ROOT
+
+    config = load_config(REPO_ROOT / "params" / "smoke.yaml")
+    condition = config.finetune.conditions[0]
+    monkeypatch.setitem(code_versions.CODE_VERSIONS, "finetune.training", 1)
+    at_one = condition_params_hash(config, condition)
+    assert code_versions.training_hash_fields("finetune.training") == {}  # trails trained earlier keep their hash
+    monkeypatch.setitem(code_versions.CODE_VERSIONS, "finetune.training", 2)
+    assert condition_params_hash(config, condition) != at_one

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..core.artifacts import atomic_path
 from ..core.checkpoints import Checkpoint
+from ..core.code_versions import code_version
 from .judging import judge_fingerprint, merge_scores, score_checkpoints, share_base
 from .metrics import em_rates, self_assessment_summary, self_assessment_table, worst_answers
 from .plan import build_eval_prompts, load_eval_questions, plan_checkpoints, prompts_fingerprint
@@ -67,7 +68,7 @@ def run_behavior_stage(config, loaded=None, progress: bool = True, log: Callable
     settings = config.behavior
     run_dir = Path(config.run_dir)
     behavior_dir = run_dir / "behavior"
-    stage = Stage(behavior_dir, params_hash=config.params_hash("model", "finetune", "behavior"))
+    stage = Stage(behavior_dir, params_hash=config.params_hash("model", "finetune", "behavior"), code_version=code_version("behavior"))
     questions = load_eval_questions(settings.question_sets, settings.formats, settings.question_files)
     self_assessment = load_self_assessment() if settings.self_assessment else None
     prompts = build_eval_prompts(questions, settings.samples_per_question, self_assessment,

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..core.artifacts import Stage, atomic_path
 from ..core.checkpoints import Checkpoint
+from ..core.code_versions import code_version
 from ..core.hooks import resolve_layers
 from ..core.parts import CheckpointParts, combine_fingerprint
 from ..core.traits import middle_layer
@@ -204,7 +205,8 @@ def run_consistency_stage(config, loaded=None, log: Callable[[str], None] | None
 
     settings, run_dir = config.consistency, Path(config.run_dir)
     folder = run_dir / OUTPUT_DIRNAME
-    stage = Stage(folder, params_hash=config.params_hash("model", "finetune", "behavior", "steer", "consistency"))
+    stage = Stage(folder, params_hash=config.params_hash("model", "finetune", "behavior", "steer", "consistency"),
+                  code_version=code_version("consistency"))
     if stage.is_done():
         return load_outputs(run_dir)
     conditions = condition_names(config)

@@ -6,8 +6,9 @@ Temporaries are hidden and marked ``.partial`` (:data:`PARTIAL_MARKER`); what a 
 them is removed when its stage next starts or finishes (:func:`remove_partial_writes`). A full disk
 stops the run with :class:`DiskFull`, naming the file that could not be written; the file keeps its
 previous content. Each stage writes a ``manifest.json`` (params hash, package versions, git commit,
-timings, and the sha256 of every data file it wrote); a rerun whose params hash matches and whose
-files are intact skips the stage (:mod:`traitspace.core.integrity`).
+timings, the version of its code and the sha256 of every data file it wrote); a rerun whose params
+hash and code version match and whose files are intact skips the stage (:mod:`traitspace.core.integrity`,
+:mod:`traitspace.core.code_versions`).
 """
 
 from __future__ import annotations
@@ -188,19 +189,21 @@ def provenance() -> dict[str, Any]:
 
 
 class Stage:
-    """A named unit of work inside a run folder, cached by params hash.
+    """A named unit of work inside a run folder, cached by params hash and code version.
 
     Usage::
 
-        stage = Stage(run_dir / "traits", params_hash=cfg.params_hash("model", "extract"))
+        stage = Stage(run_dir / "traits", params_hash=cfg.params_hash("model", "extract"),
+                      code_version=code_version("extract"))
         if not stage.is_done():
             ...compute and write files into stage.path...
             stage.mark_done(extra={"n_traits": 240})
     """
 
-    def __init__(self, path: str | Path, params_hash: str):
+    def __init__(self, path: str | Path, params_hash: str, *, code_version: int):
         self.path = Path(path)
         self.params_hash = params_hash
+        self.code_version = code_version
         self.manifest_path = self.path / "manifest.json"
         self._started = time.perf_counter()
 
@@ -218,6 +221,11 @@ class Stage:
         except (OSError, ValueError):  # ValueError: bad JSON or bytes that are not UTF-8
             return False
         if manifest.get("params_hash") != self.params_hash or manifest.get("complete") is not True:
+            return False
+        stored_version = manifest.get("code_version", 1)  # manifests from before code versions count as 1
+        if stored_version != self.code_version:
+            print(f"[{self.path.name}] made by version {stored_version} of this stage's code, which is now version "
+                  f"{self.code_version} (traitspace.core.code_versions); recomputing the stage", flush=True)
             return False
         problems = check_files(self.path, manifest.get("files") or {})
         for problem in problems:
@@ -237,6 +245,7 @@ class Stage:
         manifest = {
             "stage": self.path.name,
             "params_hash": self.params_hash,
+            "code_version": self.code_version,
             "complete": True,
             "seconds": round(time.perf_counter() - self._started, 3),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -84,6 +84,7 @@ from .report import (
 from .stage import (
     Extraction,
     extract_vectors,
+    extraction_stage,
     library_fingerprint,
     run_extraction,
     save_extraction,
@@ -108,7 +109,7 @@ __all__ = [
     "FittedDirection", "InstructionFold", "LayerChoice", "ResponseJudge", "TraitEntry", "TraitVectors",
     "alignment_table", "build_plan", "capture_prompts", "capture_shared_prefixes", "choose_layers",
     "chunks_by_owner", "control_entries", "control_pairs_path", "controls_table", "extract_vectors",
-    "extraction_questions", "extreme_pairs", "fit_owner", "fold_table", "generate_and_capture", "inner_separation",
+    "extraction_questions", "extraction_stage", "extreme_pairs", "fit_owner", "fold_table", "generate_and_capture", "inner_separation",
     "instruction_folds", "judge_keep", "judge_note", "library_fingerprint", "load_control_pairs", "load_outputs",
     "load_trait_vectors", "plan_conversations", "plan_overview", "plot_axis_cosines", "plot_heldout_projections",
     "plot_separation_by_layer", "plot_separation_per_trait", "plot_trait_cosines", "read_heldout_projections",

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from ..core.artifacts import Stage, atomic_path
+from ..core.code_versions import code_version
 from ..core.config import ExtractSection, RunConfig
 from ..library import TraitLibrary
 from ..library.traits import load_library
@@ -213,6 +214,12 @@ def stage_hash(config: RunConfig, judge: ResponseJudge | None = None) -> str:
     return key if judge is None else f"{key}+judge={getattr(judge, '__name__', type(judge).__name__)}"
 
 
+def extraction_stage(config: RunConfig, judge: ResponseJudge | None = None) -> Stage:
+    """The stage ``<run>/traits/``, keyed by :func:`stage_hash` and the extraction code's version
+    (``extraction_stage(config).is_done()`` says whether :func:`run_extraction` will load, not compute)."""
+    return Stage(config.run_dir / OUTPUT_FOLDER, params_hash=stage_hash(config, judge), code_version=code_version("extract"))
+
+
 def run_extraction(
     config: RunConfig,
     loaded=None,
@@ -225,7 +232,7 @@ def run_extraction(
     ``loaded`` is the model (a :class:`traitspace.core.models.LoadedModel`) or None to load
     ``config.model`` only if work is needed: a cache hit never touches a model.
     """
-    stage = Stage(config.run_dir / OUTPUT_FOLDER, params_hash=stage_hash(config, judge))
+    stage = extraction_stage(config, judge)
     if stage.is_done():
         return load_trait_vectors(stage.path)
     if judge is not None and config.extract.mode != "response":

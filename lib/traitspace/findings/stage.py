@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.artifacts import Stage
+from ..core.code_versions import code_version
 
 OUTPUT_FOLDER = "findings"
 FIGURES_FOLDER = "figures"
@@ -15,7 +16,7 @@ FIGURES_FOLDER = "figures"
 def open_stage(config) -> Stage:
     """``<run_dir>/findings`` with its ``figures/`` folder created; the hash covers every params
     section, since the findings read every earlier stage."""
-    stage = Stage(Path(config.run_dir) / OUTPUT_FOLDER, params_hash=config.params_hash())
+    stage = Stage(Path(config.run_dir) / OUTPUT_FOLDER, params_hash=config.params_hash(), code_version=code_version("findings"))
     (stage.path / FIGURES_FOLDER).mkdir(parents=True, exist_ok=True)
     return stage
 

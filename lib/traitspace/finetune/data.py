@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from ..core.chat import ChatFormat, TokenizedChat
+from ..core.code_versions import training_hash_fields
 from ..core.config import FinetuneSection, ModelSection, RunConfig
 from ..core.models import LoadedModel, resolve_source
 
@@ -72,7 +73,8 @@ def _file_sha256(path: str | Path) -> str:
 def condition_params_hash(config: RunConfig, condition: str, seed: int = 0) -> str:
     """Hash of everything that shapes one trail's checkpoints: the model section, the fine-tuning
     settings (the lists of other conditions and seeds excluded, so adding one keeps the finished
-    trails), this trail's training seed and this condition's data source (a JSONL file by content)."""
+    trails), this trail's training seed, this condition's data source (a JSONL file by content) and
+    the training code's version (:mod:`traitspace.core.code_versions`)."""
     finetune = config.finetune.model_dump(mode="json")
     finetune.pop("conditions")
     finetune.pop("seeds")
@@ -84,6 +86,7 @@ def condition_params_hash(config: RunConfig, condition: str, seed: int = 0) -> s
         "condition": condition,
         "source": source,
         "source_sha256": _file_sha256(source) if source.endswith(".jsonl") else None,
+        **training_hash_fields("finetune.training"),  # the training code's version, from version 2 on
     }
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

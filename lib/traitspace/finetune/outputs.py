@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..core.artifacts import Stage, atomic_path
 from ..core.checkpoints import Checkpoint, list_trails, trail_dir
+from ..core.code_versions import code_version
 from ..core.integrity import require_intact
 from ..core.plots import save_figure
 from .tables import loss_table
@@ -27,7 +28,8 @@ def stage_dir(run_dir: str | Path) -> Path:
 
 def open_stage(config) -> Stage:
     """The stage's manifest (its hash covers the model and finetune sections), folder created."""
-    stage = Stage(stage_dir(config.run_dir), params_hash=config.params_hash("model", "finetune"))
+    stage = Stage(stage_dir(config.run_dir), params_hash=config.params_hash("model", "finetune"),
+                  code_version=code_version("finetune"))
     stage.path.mkdir(parents=True, exist_ok=True)
     return stage
 

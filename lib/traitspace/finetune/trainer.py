@@ -40,6 +40,7 @@ from ..core.checkpoints import (
     trail_dir,
 )
 from ..core.config import FinetuneSection, RunConfig
+from ..core.code_versions import code_version
 from ..core.integrity import damaged_files
 from ..core.models import LoadedModel, load_model
 from .batching import EpochSeededSampler, RightPaddingCollator, total_optimizer_steps
@@ -279,7 +280,7 @@ def train_condition(
     label = f"{condition} seed {seed}"
     folder = trail_dir(config.run_dir, condition, seed)
     params_hash = condition_params_hash(config, condition, seed)
-    stage = Stage(folder, params_hash)
+    stage = Stage(folder, params_hash, code_version=code_version("finetune.training"))
     started = time.perf_counter()
     plan_path = folder / PLAN_FILE
     # A file of a finished trail damaged later (integrity.damaged_files): its step folder and every later

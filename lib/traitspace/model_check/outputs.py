@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.artifacts import Stage, atomic_path
+from ..core.code_versions import code_version
 from ..core.integrity import require_intact
 from .measure import PersonaContrast
 from .plots import LAYER_PROFILE_FIGURE, PCA_FIGURE
@@ -24,7 +25,8 @@ PARAMS_SECTIONS = ("model", "capture", "model_check")
 
 def stage(config) -> Stage:
     """The stage folder ``<run_dir>/00_model_check`` (created), cached on :data:`PARAMS_SECTIONS`."""
-    result = Stage(Path(config.run_dir) / OUTPUT_FOLDER, params_hash=config.params_hash(*PARAMS_SECTIONS))
+    result = Stage(Path(config.run_dir) / OUTPUT_FOLDER, params_hash=config.params_hash(*PARAMS_SECTIONS),
+                   code_version=code_version("model_check"))
     result.path.mkdir(parents=True, exist_ok=True)
     return result
 

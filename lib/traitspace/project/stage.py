@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from ..core.artifacts import atomic_path
 from ..core.chat import SpanKind
 from ..core.checkpoints import Checkpoint
+from ..core.code_versions import code_version
 from ..core.hooks import capture_conversations
 from ..core.parts import CheckpointParts, combine_fingerprint
 from ..core.prompt_capture import capture_shared_prefixes
@@ -206,7 +207,7 @@ def run_projection_stage(config, loaded=None, progress: bool = True) -> Projecti
     checkpoints = [checkpoint for trail in list_trails(run_dir, conditions, list(config.finetune.seeds))
                    for checkpoint in trail]
     params_hash = config.params_hash("model", "finetune", "project") + "-" + str(vectors.info.get("params_hash"))
-    stage = Stage(run_dir / "projections", params_hash=params_hash)
+    stage = Stage(run_dir / "projections", params_hash=params_hash, code_version=code_version("project"))
     pooling = vectors.info.get("pooling", "last_prompt") if settings.pooling == "auto" else settings.pooling
     unit_vectors = {name: torch.as_tensor(vectors.unit(name)).float() for name in vectors.names}
     trait_layers = {name: int(vectors.layer_of(name)) for name in vectors.names}

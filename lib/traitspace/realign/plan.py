@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.checkpoints import Checkpoint, trail_dir
+from ..core.code_versions import training_hash_fields
 from ..core.config import FinetuneSection, RunConfig
 
 STAGE_DIRNAME = "realign"
@@ -175,7 +176,8 @@ def adapter_digest(adapter_path: Path) -> str:
 
 def trail_params_hash(config: RunConfig, trail: RealignTrail) -> str:
     """Everything that shapes a re-alignment trail's checkpoints: model, training settings, the source
-    adapter's weights, the benign dataset, the seed, the data draw and the checkpoint spacing."""
+    adapter's weights, the benign dataset, the seed, the data draw, the checkpoint spacing and the
+    training code's version (:mod:`traitspace.core.code_versions`)."""
     settings = config.realign
     data = {
         "model": config.model.model_dump(mode="json"),
@@ -184,6 +186,7 @@ def trail_params_hash(config: RunConfig, trail: RealignTrail) -> str:
         "source_weights": adapter_digest(trail.source.adapter_path),
         "benign_data": trail.benign_data, "seed": trail.seed, "data_seed": settings.data_seed,
         "save_every": settings.save_every,
+        **training_hash_fields("realign.training"),  # the training code's version, from version 2 on
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 

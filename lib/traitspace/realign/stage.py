@@ -16,8 +16,8 @@ import pandas as pd
 
 from ..core.artifacts import Stage, atomic_path
 from ..core.checkpoints import TRAINING_LOG_FILE
+from ..core.code_versions import code_version
 from .measure import (
-    TRAIL_COLUMNS,
     em_direction_table,
     em_minus_control,
     em_rate_points,
@@ -116,7 +116,7 @@ def run_realign_stage(config, progress: bool = True, log: Callable[[str], None] 
     settings, run_dir = config.realign, Path(config.run_dir)
     folder = realign_root(run_dir)
     stage = Stage(folder, params_hash=config.params_hash("model", "capture", "finetune", "extract", "project", "behavior",
-                                                         "steer", "realign"))
+                                                         "steer", "realign"), code_version=code_version("realign"))
     if stage.is_done():
         return load_outputs(run_dir)
     projection = project.load_outputs(run_dir)
@@ -191,7 +191,7 @@ def run_realign_stage(config, progress: bool = True, log: Callable[[str], None] 
         with atomic_path(folder / f"{name}.parquet") as temporary:
             table.to_parquet(temporary, index=False)
     key_recovery = trait_recovery[trait_recovery["key_trait"] & (trait_recovery["shift_of"] == "em_minus_control")]
-    figures = save_realign_figures(measures, key_recovery, folder / "figures", settings.recovered_above)
+    save_realign_figures(measures, key_recovery, folder / "figures", settings.recovered_above)
     stage.mark_done({"pairs": {pair: pairs[pair] for pair in chosen_pairs},
                      "trails": [trail.describe() for trail in planned],
                      "key_traits": key_traits, "notes": {name: note for name, note in notes.items() if note},

@@ -22,6 +22,7 @@ import torch
 
 from ..core.artifacts import Stage, atomic_write_json, read_json
 from ..core.checkpoints import PLAN_FILE, RESUME_DIRNAME, TRAINING_LOG_FILE, Checkpoint, list_checkpoints
+from ..core.code_versions import code_version
 from ..core.config import RunConfig
 from ..core.models import LoadedModel, load_model
 from ..finetune.batching import total_optimizer_steps
@@ -92,7 +93,7 @@ def train_realign_trail(config: RunConfig, trail: RealignTrail, em_control: tupl
     folder = trail.folder(run_dir)
     label = f"realign {trail.label} seed {trail.seed}"
     params_hash = trail_params_hash(config, trail)
-    stage = Stage(folder, params_hash)
+    stage = Stage(folder, params_hash, code_version=code_version("realign.training"))
     started = time.perf_counter()
     plan_path = folder / PLAN_FILE
     if plan_path.is_file() and read_json(plan_path).get("params_hash") != params_hash:

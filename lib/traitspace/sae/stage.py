@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 
 from ..core.artifacts import Stage, atomic_path, atomic_write_json, read_json
-from ..core.checkpoints import BASE_CONDITION, Checkpoint
+from ..core.checkpoints import Checkpoint
+from ..core.code_versions import code_version
 from ..core.parts import CheckpointParts, combine_fingerprint
 from .activations import cached_training_activations, evaluation_messages, training_conversations
 from .analysis import (
@@ -158,7 +159,8 @@ def run_sae_stage(config, loaded=None, log: Callable[[str], None] | None = print
 
     settings, run_dir = config.sae, Path(config.run_dir)
     folder = run_dir / OUTPUT_DIRNAME
-    stage = Stage(folder, params_hash=config.params_hash("model", "finetune", "extract", "behavior", "findings", "sae"))
+    stage = Stage(folder, params_hash=config.params_hash("model", "finetune", "extract", "behavior", "findings", "sae"),
+                  code_version=code_version("sae"))
     if stage.is_done():
         return load_outputs(run_dir)
     folder.mkdir(parents=True, exist_ok=True)

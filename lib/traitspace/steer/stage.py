@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..core.artifacts import Stage, atomic_path
 from ..core.checkpoints import Checkpoint
+from ..core.code_versions import code_version
 from ..core.hooks import resolve_layers
 from ..core.parts import combine_fingerprint
 from .ablation import run_activation_ablation, run_weight_ablation
@@ -141,7 +142,8 @@ def run_steering_stage(config, loaded=None, log: Callable[[str], None] | None = 
 
     settings, run_dir = config.steer, Path(config.run_dir)
     folder = run_dir / OUTPUT_DIRNAME
-    stage = Stage(folder, params_hash=config.params_hash("model", "finetune", "extract", "project", "behavior", "steer"))
+    stage = Stage(folder, params_hash=config.params_hash("model", "finetune", "extract", "project", "behavior", "steer"),
+                  code_version=code_version("steer"))
     if stage.is_done():
         return load_outputs(run_dir)
     traits = extract.load_outputs(run_dir)
