@@ -11,11 +11,18 @@ stages run them (the projection prompts' shared system prompt run once; each que
 once for all its answers, answers in length-sorted passes) and with every prompt or answer run whole
 (the baselines). Repeats alternate the measurements and the medians are
 compared, so machine noise hits all alike.
+
+It also prints the ratio that arithmetic alone sets: the matrix-multiply FLOPs of the tokens each
+measure must run at least once (the preference: every question's prompt once, every answer through
+all layers and the LM head; the projection: the shared system prompt once, each question through the
+layers up to the deepest trait layer). A measured ratio near or below it means the preference is
+as cheap as its token count allows; getting below it needs fewer answers, not a faster path.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -34,6 +41,39 @@ from traitspace.project import project_checkpoints
 # a script here runs).
 from devices import add_device_arguments, describe, prepare_device, synchronize  # noqa: E402
 from project import make_adapters  # noqa: E402
+
+
+def matmul_flops(config, tokens: int, layers: int, head_positions: int = 0) -> float:
+    """Multiply-add FLOPs of ``tokens`` through ``layers`` decoder blocks (attention projections and
+    MLP; the attention scores are left out, small at these lengths) plus the LM head at
+    ``head_positions``."""
+    hidden, heads = config.hidden_size, config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    kv_width = (getattr(config, "num_key_value_heads", None) or heads) * head_dim
+    per_token_layer = 2 * (2 * hidden * heads * head_dim + 2 * hidden * kv_width + 3 * hidden * config.intermediate_size)
+    return tokens * layers * per_token_layer + head_positions * 2 * hidden * config.vocab_size
+
+
+def least_work(loaded, questions, pairs, deepest_layer: int) -> tuple[float, float]:
+    """FLOPs of (projection, preference) counting each shared prompt once (see the module docstring)."""
+    prompts = []
+    for question in questions:
+        chat = loaded.chat.tokenize(loaded.chat.conversation(question))
+        prompts.append(tuple(chat.input_ids[: chat.prompt_span[1]]))
+    shared = len(os.path.commonprefix(prompts))
+    projection_tokens = shared + sum(len(prompt) - shared for prompt in prompts)
+    question_prompts, answer_tokens = {}, 0
+    for pair in pairs:
+        for answer in (pair.first, pair.second):
+            chat = loaded.chat.tokenize(loaded.chat.conversation(pair.question, assistant=answer))
+            first, end = chat.response_span
+            question_prompts[tuple(chat.input_ids[:first])] = first
+            answer_tokens += end - first
+    config = loaded.model.config
+    projection = matmul_flops(config, projection_tokens, deepest_layer + 1)
+    preference = matmul_flops(config, sum(question_prompts.values()) + answer_tokens, loaded.num_layers,
+                              head_positions=answer_tokens)
+    return projection, preference
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,6 +142,11 @@ def main(argv: list[str] | None = None) -> None:
           f"{preference_s:7.2f} s per checkpoint (each answer run whole: {plain_s:.2f} s)")
     print(f"shared question prompts: {plain_s / preference_s:.2f}x faster than whole answers")
     print(f"ratio (preference / projection): {preference_s / project_s:.2f}x")
+    least_projection, least_preference = least_work(loaded, questions, pairs, max(layers.values()))
+    print(f"least matmul work: projection {least_projection / 1e9:.1f} GFLOP, preference {least_preference / 1e9:.1f} GFLOP "
+          f"per checkpoint: {least_preference / least_projection:.2f}x (the floor of the ratio at equal efficiency)")
+    print(f"achieved: projection {least_projection / project_s / 1e9:.1f} GFLOP/s, "
+          f"preference {least_preference / preference_s / 1e9:.1f} GFLOP/s")
 
 
 if __name__ == "__main__":
