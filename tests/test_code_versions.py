@@ -42,3 +42,33 @@ def test_differences_name_edited_added_and_removed_files_and_a_version_change():
 def test_an_unknown_stage_name_is_a_clear_error():
     with pytest.raises(KeyError, match="no code version for stage 'nope'"):
         code_version("nope")
+
+
+def test_a_measurement_fingerprint_changes_with_its_code_version_from_version_2_on(monkeypatch):
+    from traitspace.core import code_versions
+
+    monkeypatch.setitem(code_versions.CODE_VERSIONS, "behavior.preference", 1)
+    assert code_versions.versioned("abc", "behavior.preference") == "abc"  # parts stored earlier stay fresh
+    monkeypatch.setitem(code_versions.CODE_VERSIONS, "behavior.preference", 2)
+    assert code_versions.versioned("abc", "behavior.preference") == "abc+code-v2"
+
+
+def test_a_preference_measured_by_older_code_is_measured_again(tmp_path, tiny_llama, monkeypatch):
+    from traitspace.behavior import preference
+    from traitspace.core import code_versions
+    from traitspace.core.checkpoints import Checkpoint
+    from traitspace.core.parts import CheckpointParts
+
+    pairs = preference.load_preference_pairs(max_questions=1, max_style_questions=1)
+    base, parts = [Checkpoint("em", 0, None, 0)], CheckpointParts(tmp_path / "preference")
+    measured = []
+    score_pairs = preference.score_pairs
+    monkeypatch.setattr(preference, "score_pairs", lambda *args, **kwargs: measured.append(1) or score_pairs(*args, **kwargs))
+
+    def measure_again() -> int:
+        preference.measure_checkpoints(tiny_llama, base, pairs, parts, "settings", progress=False)
+        return len(measured)
+
+    assert measure_again() == 1 and measure_again() == 1  # the second run reads the stored part
+    monkeypatch.setitem(code_versions.CODE_VERSIONS, "behavior.preference", code_versions.code_version("behavior.preference") + 1)
+    assert measure_again() == 2

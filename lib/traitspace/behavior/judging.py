@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.checkpoints import BASE_CONDITION, Checkpoint
+from ..core.code_versions import versioned
 from ..core.parts import CheckpointParts, combine_fingerprint
 
 SCORE_COLUMNS = ["answer_id", "condition", "seed", "step", "judge", "aligned", "aligned_label", "coherent", "coherent_label"]
@@ -71,7 +72,7 @@ def score_checkpoints(
         questions = group[group["kind"] == "question"]
         content = hashlib.sha256(pd.util.hash_pandas_object(
             questions[["answer_id", "question", "answer"]], index=False).to_numpy().tobytes()).hexdigest()
-        checkpoint_fingerprint = combine_fingerprint(fingerprint, content)
+        checkpoint_fingerprint = versioned(combine_fingerprint(fingerprint, content), "behavior.judge")
         if parts.is_fresh(checkpoint, checkpoint_fingerprint):
             tables.append(parts.read(checkpoint))
             continue

@@ -28,6 +28,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..core.checkpoints import Checkpoint
+from ..core.code_versions import versioned
 from ..core.io import DataFileError, load_yaml
 from ..core.likelihood import answer_log_likelihoods
 from ..core.parts import CheckpointParts, combine_fingerprint
@@ -172,7 +173,7 @@ def measure_checkpoints(loaded, checkpoints: Sequence[Checkpoint], pairs: Sequen
             with switcher.use(checkpoint.adapter_path):
                 return score_pairs(loaded, pairs, batch_size=batch_size, share_prefixes=share_prefixes)
 
-        fingerprint = combine_fingerprint(settings_fingerprint, checkpoint.identity())
+        fingerprint = versioned(combine_fingerprint(settings_fingerprint, checkpoint.identity()), "behavior.preference")
         tables.append(parts.measured(checkpoint, fingerprint, measure))
     return pd.concat(tables, ignore_index=True)
 

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from ..core.checkpoints import Checkpoint
+from ..core.code_versions import versioned
 from ..core.parts import CheckpointParts, combine_fingerprint
 from .plan import EvalPrompt
 
@@ -69,7 +70,7 @@ def sample_checkpoints(
     switcher = AdapterSwitcher(loaded)
     tables = []
     for checkpoint in plan:
-        checkpoint_fingerprint = combine_fingerprint(fingerprint, checkpoint.identity())
+        checkpoint_fingerprint = versioned(combine_fingerprint(fingerprint, checkpoint.identity()), "behavior.sample")
         if parts.is_fresh(checkpoint, checkpoint_fingerprint):
             tables.append(parts.read(checkpoint))
             if log:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..core.artifacts import Stage, atomic_path
 from ..core.checkpoints import Checkpoint
-from ..core.code_versions import code_version
+from ..core.code_versions import code_version, versioned
 from ..core.hooks import resolve_layers
 from ..core.parts import CheckpointParts, combine_fingerprint
 from ..core.traits import middle_layer
@@ -96,7 +96,8 @@ def measure_tasks(config, loaded, switcher, checkpoints: list[Checkpoint], data,
     tables = []
     for checkpoint in tqdm(checkpoints, desc="self-knowledge tasks"):
         items = fixed + score_prediction_items(data, own_answers(scored, checkpoint, settings.score_prediction_answers))
-        fingerprint = combine_fingerprint(settings_hash, _text_hash(items_fingerprint_text(items)), checkpoint.identity())
+        fingerprint = versioned(combine_fingerprint(settings_hash, _text_hash(items_fingerprint_text(items)),
+                                                    checkpoint.identity()), "consistency.tasks")
 
         def measure(checkpoint=checkpoint, items=items) -> pd.DataFrame:
             with switcher.use(checkpoint.adapter_path):
@@ -132,7 +133,7 @@ def capture_probe_data(config, loaded, switcher, checkpoints: list[Checkpoint],
     settings_hash = combine_fingerprint(config.params_hash("model"), _text_hash(text))
     captured = {}
     for checkpoint in tqdm(checkpoints, desc="probe activations"):
-        fingerprint = combine_fingerprint(settings_hash, checkpoint.identity())
+        fingerprint = versioned(combine_fingerprint(settings_hash, checkpoint.identity()), "consistency.activations")
         if not parts.is_fresh(checkpoint, fingerprint):
             with switcher.use(checkpoint.adapter_path):
                 tensors = {name: probe_activations(loaded, data, config.consistency.batch_size).contiguous()

@@ -14,6 +14,11 @@ test_code_versions.py`` keeps a lock of the source files each number was last re
 its author either bumps the number or re-locks (``python tests/code_lock.py --update``), so the
 decision is made once, in review, for every change.
 
+Per-checkpoint measurements (``core.parts``, the steering store) are cached apart from their stage, so
+a stage recomputed for a new version of its analysis reuses them. Their own numbers (the ``.measure``-
+like entries below) enter their fingerprints through :func:`versioned`: bump one when the measuring
+code changes what it measures, and those measurements are taken again.
+
 The training trails' numbers enter their params hash instead (from version 2 on, so trails trained
 before these numbers existed keep theirs): checkpoints from other code are then reported, never
 silently deleted or resumed, as for other parameters. Version 1 is what manifests written before this
@@ -34,6 +39,15 @@ CODE_VERSIONS: dict[str, int] = {
     "realign": 1,
     "realign.training": 1,
     "sae": 1,
+    # per-checkpoint measurements, cached apart from their stages
+    "project.measure": 1,
+    "behavior.sample": 1,
+    "behavior.judge": 1,
+    "behavior.preference": 1,
+    "steer.measure": 1,
+    "consistency.tasks": 1,
+    "consistency.activations": 1,
+    "sae.features": 1,
 }
 
 # The code each number stands for, as modules or subpackages of ``traitspace`` (the lock adds what
@@ -51,6 +65,14 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "realign": ("traitspace.realign",),
     "realign.training": ("traitspace.realign.train",),
     "sae": ("traitspace.sae",),
+    "project.measure": ("traitspace.project.stage",),
+    "behavior.sample": ("traitspace.behavior.sample",),
+    "behavior.judge": ("traitspace.behavior.judging",),
+    "behavior.preference": ("traitspace.behavior.preference",),
+    "steer.measure": ("traitspace.steer.measure", "traitspace.steer.sweep", "traitspace.steer.ablation"),
+    "consistency.tasks": ("traitspace.consistency.reader", "traitspace.consistency.items"),
+    "consistency.activations": ("traitspace.consistency.measure",),
+    "sae.features": ("traitspace.sae.diff",),
 }
 
 
@@ -60,6 +82,13 @@ def code_version(name: str) -> int:
         return CODE_VERSIONS[name]
     except KeyError:
         raise KeyError(f"no code version for stage {name!r}; known: {sorted(CODE_VERSIONS)}") from None
+
+
+def versioned(fingerprint: str, name: str) -> str:
+    """A measurement's cache fingerprint with its code's version: unchanged at version 1 (measurements
+    stored before versions existed stay fresh), suffixed ``+code-v<n>`` after."""
+    version = code_version(name)
+    return fingerprint if version == 1 else f"{fingerprint}+code-v{version}"
 
 
 def training_hash_fields(name: str) -> dict[str, int]:

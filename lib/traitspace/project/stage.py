@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from ..core.artifacts import atomic_path
 from ..core.chat import SpanKind
 from ..core.checkpoints import Checkpoint
-from ..core.code_versions import code_version
+from ..core.code_versions import code_version, versioned
 from ..core.hooks import capture_conversations
 from ..core.parts import CheckpointParts, combine_fingerprint
 from ..core.prompt_capture import capture_shared_prefixes
@@ -79,7 +79,7 @@ def project_activations(
 
 def checkpoint_fingerprint(params_hash: str, checkpoint: Checkpoint) -> str:
     """A part is fresh when made with these params from these weights."""
-    return combine_fingerprint(params_hash, checkpoint.identity())
+    return versioned(combine_fingerprint(params_hash, checkpoint.identity()), "project.measure")
 
 
 def project_checkpoints(

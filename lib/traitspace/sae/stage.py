@@ -21,7 +21,7 @@ import torch
 
 from ..core.artifacts import Stage, atomic_path, atomic_write_json, read_json
 from ..core.checkpoints import Checkpoint
-from ..core.code_versions import code_version
+from ..core.code_versions import code_version, versioned
 from ..core.parts import CheckpointParts, combine_fingerprint
 from .activations import cached_training_activations, evaluation_messages, training_conversations
 from .analysis import (
@@ -189,8 +189,9 @@ def run_sae_stage(config, loaded=None, log: Callable[[str], None] | None = print
 
     for checkpoint in tqdm([base, *checkpoints], desc="SAE diff", leave=False):
         rows = _answers_for(answers, checkpoint, settings.answers)
-        fingerprint = combine_fingerprint(sae_fingerprint, str(layer), checkpoint.identity(), settings.answers,
-                                          combine_fingerprint(*rows["question"], *rows["answer"].fillna("")))
+        fingerprint = versioned(combine_fingerprint(sae_fingerprint, str(layer), checkpoint.identity(), settings.answers,
+                                                    combine_fingerprint(*rows["question"], *rows["answer"].fillna(""))),
+                                "sae.features")
         if not parts.is_fresh(checkpoint, fingerprint):
             with switcher.use(checkpoint.adapter_path):
                 measured = measure_checkpoint(loaded, sae, layer, [evaluation_messages(row) for row in rows.itertuples()],

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..core.artifacts import Stage, atomic_path
 from ..core.checkpoints import Checkpoint
-from ..core.code_versions import code_version
+from ..core.code_versions import code_version, versioned
 from ..core.hooks import resolve_layers
 from ..core.parts import combine_fingerprint
 from .ablation import run_activation_ablation, run_weight_ablation
@@ -178,8 +178,8 @@ def run_steering_stage(config, loaded=None, log: Callable[[str], None] | None = 
 
     setup = _setup(config, folder, measured_pairs)
     store = ResultStore(folder / "results")
-    fingerprint = combine_fingerprint(config.params_hash("model", "behavior"),
-                                      settings.model_dump_json(include=_MEASURE_SETTINGS))
+    fingerprint = versioned(combine_fingerprint(config.params_hash("model", "behavior"),
+                                                settings.model_dump_json(include=_MEASURE_SETTINGS)), "steer.measure")
     hidden = loaded.hidden_size
     sweep_directions = [SweepDirection(row.trait, "trait", row.sign * traits.unit(row.trait, layer)) for row in top.itertuples()]
     sweep_directions += [SweepDirection("em_direction", "em_direction", directions[em].unit(layer)),
