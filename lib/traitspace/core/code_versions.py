@@ -8,15 +8,15 @@ below, and a stage whose manifest holds another number is computed again (its pe
 measurements are reused where their own fingerprints still match).
 
 Bump a number in the commit that changes what its stage writes (a corrected statistic, a new column,
-another figure); leave it when results stay the same (a refactor, a faster path). ``tests/
-test_code_versions.py`` keeps a lock of the source files each number was last reviewed against
-(:data:`SOURCES` and everything they import from the package): a change to them fails that test until
-its author either bumps the number or re-locks (``python tests/code_lock.py --update``), so the
-decision is made once, in review, for every change.
+another figure); leave it when results stay the same (a refactor, a faster path).
+``tests/code_versions.lock.json`` locks the source files each number was last reviewed against
+(:data:`SOURCES` and everything they import from the package): a change to them fails
+``tests/test_code_versions.py`` until its author either bumps the number or re-locks
+(``python tests/code_lock.py --update``), so the decision is made once, in review, for every change.
 
 Per-checkpoint measurements (``core.parts``, the steering store) are cached apart from their stage, so
-a stage recomputed for a new version of its analysis reuses them. Their own numbers (the ``.measure``-
-like entries below) enter their fingerprints through :func:`versioned`: bump one when the measuring
+a stage recomputed for a new version of its analysis reuses them. Their own numbers (the entries after
+the stages', below) enter their fingerprints through :func:`versioned`: bump one when the measuring
 code changes what it measures, and those measurements are taken again.
 
 The training trails' numbers enter their params hash instead (from version 2 on, so trails trained
