@@ -62,6 +62,9 @@ def test_training_resumes_from_its_checkpoint_with_the_same_result(tmp_path, mon
         torch.testing.assert_close(getattr(resumed.sae, name), getattr(uninterrupted.sae, name))
     finished = train_sae(data, settings, tmp_path / "checkpoint.pt")
     assert finished.resumed_from == 20 and finished.seconds == 0
+    # A checkpoint trained by another version of the training code is not resumed: it trains again.
+    retrained = train_sae(data, settings, tmp_path / "checkpoint.pt", identity_extra={"code_version": 2})
+    assert retrained.resumed_from == 0 and len(retrained.losses) == 20
 
 
 @pytest.mark.parametrize("activation", ["topk", "relu", "jumprelu"])

@@ -48,6 +48,7 @@ CODE_VERSIONS: dict[str, int] = {
     "consistency.tasks": 1,
     "consistency.activations": 1,
     "sae.features": 1,
+    "sae.training": 1,       # the SAE's training activations and weights (notebook 09)
 }
 
 # The code each number stands for, as modules or subpackages of ``traitspace`` (the lock adds what
@@ -73,6 +74,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "consistency.tasks": ("traitspace.consistency.reader", "traitspace.consistency.items"),
     "consistency.activations": ("traitspace.consistency.measure",),
     "sae.features": ("traitspace.sae.diff",),
+    "sae.training": ("traitspace.sae.activations", "traitspace.sae.train"),
 }
 
 
@@ -92,7 +94,7 @@ def versioned(fingerprint: str, name: str) -> str:
 
 
 def training_hash_fields(name: str) -> dict[str, int]:
-    """What a training trail's params hash adds for its code version: nothing at version 1 (trails
+    """What a training run's identity (a trail's params hash, the SAE's checkpoint) adds for its code version: nothing at version 1 (trails
     trained before versions existed keep their hash), ``{"code_version": n}`` after."""
     version = code_version(name)
     return {} if version == 1 else {"code_version": version}

@@ -21,7 +21,7 @@ import torch
 
 from ..core.artifacts import Stage, atomic_path, atomic_write_json, read_json
 from ..core.checkpoints import Checkpoint
-from ..core.code_versions import code_version, versioned
+from ..core.code_versions import code_version, training_hash_fields, versioned
 from ..core.parts import CheckpointParts, combine_fingerprint
 from .activations import cached_training_activations, evaluation_messages, training_conversations
 from .analysis import (
@@ -90,15 +90,17 @@ def _get_sae(config, loaded, folder: Path, layer_setting, traits, base_answers, 
         return sae, layer, [], {"source": str(settings.published), "seconds": None}
     layer = choose_layer(layer_setting, traits, [], loaded.num_layers)
     conversations = training_conversations(config, loaded, base_answers)
-    fingerprint = combine_fingerprint(config.params_hash("model", "extract"), str(layer),
-                                      settings.model_dump_json(include=_TRAINING_KEYS),
-                                      combine_fingerprint(*(str(messages) for messages in conversations["messages"])))
+    fingerprint = versioned(combine_fingerprint(config.params_hash("model", "extract"), str(layer),
+                                                settings.model_dump_json(include=_TRAINING_KEYS),
+                                                combine_fingerprint(*(str(messages) for messages in conversations["messages"]))),
+                            "sae.training")
     data = cached_training_activations(folder / ACTIVATIONS_FILE, loaded, conversations, layer, settings.max_tokens,
                                        settings.heldout_fraction, settings.seed, settings.batch_size_capture, fingerprint)
     train_settings = TrainSettings(d_sae=settings.d_sae, k=settings.k, steps=settings.steps,
                                    batch_size=min(settings.batch_size, len(data["train"])),
                                    learning_rate=settings.learning_rate, seed=settings.seed)
-    result = train_sae(data["train"], train_settings, folder / TRAIN_CHECKPOINT, progress="train SAE", log=log)
+    result = train_sae(data["train"], train_settings, folder / TRAIN_CHECKPOINT, progress="train SAE", log=log,
+                       identity_extra=training_hash_fields("sae.training"))
     record_path = folder / TRAINING_FILE
     record = read_json(record_path) if record_path.is_file() and result.seconds == 0 else {}
     if result.seconds > 0 or not record:

@@ -86,9 +86,11 @@ def _save(path: Path, state: dict) -> None:
 
 
 def train_sae(activations: torch.Tensor, settings: TrainSettings, checkpoint: str | Path | None = None,
-              progress: bool | str = False, log: Callable[[str], None] | None = None) -> TrainResult:
+              progress: bool | str = False, log: Callable[[str], None] | None = None,
+              identity_extra: dict | None = None) -> TrainResult:
     """Train a TopK SAE on ``activations [n, d_in]`` (see the module docstring); resume from
-    ``checkpoint`` when it holds a run with the same settings and data shape."""
+    ``checkpoint`` when it holds a run with the same settings, data and ``identity_extra`` (what else
+    the caller says the training depends on, e.g. its code version)."""
     if activations.ndim != 2 or len(activations) < settings.batch_size:
         raise ValueError(f"train_sae: need [n >= batch_size={settings.batch_size}, d_in] activations, "
                          f"got {tuple(activations.shape)}")
@@ -104,7 +106,7 @@ def train_sae(activations: torch.Tensor, settings: TrainSettings, checkpoint: st
     step = 0
     # What the checkpoint must have been trained on: the settings and a content check of the data.
     identity = {"settings": settings.__dict__, "shape": list(data.shape),
-                "data": [float(data.double().sum()), float(data.double().pow(2).sum())]}
+                "data": [float(data.double().sum()), float(data.double().pow(2).sum())], **(identity_extra or {})}
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.is_file():
         state = torch.load(path, weights_only=False)
