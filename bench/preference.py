@@ -54,8 +54,9 @@ def matmul_flops(config, tokens: int, layers: int, head_positions: int = 0) -> f
     return tokens * layers * per_token_layer + head_positions * 2 * hidden * config.vocab_size
 
 
-def least_work(loaded, questions, pairs, deepest_layer: int) -> tuple[float, float]:
-    """FLOPs of (projection, preference) counting each shared prompt once (see the module docstring)."""
+def least_work(loaded, questions, pair_chats, deepest_layer: int) -> tuple[float, float]:
+    """FLOPs of (projection, preference) counting each shared prompt once (see the module docstring);
+    ``pair_chats``: both answers of every pair, tokenized as the preference scores them."""
     prompts = []
     for question in questions:
         chat = loaded.chat.tokenize(loaded.chat.conversation(question))
@@ -63,12 +64,10 @@ def least_work(loaded, questions, pairs, deepest_layer: int) -> tuple[float, flo
     shared = len(os.path.commonprefix(prompts))
     projection_tokens = shared + sum(len(prompt) - shared for prompt in prompts)
     question_prompts, answer_tokens = {}, 0
-    for pair in pairs:
-        for answer in (pair.first, pair.second):
-            chat = loaded.chat.tokenize(loaded.chat.conversation(pair.question, assistant=answer))
-            first, end = chat.response_span
-            question_prompts[tuple(chat.input_ids[:first])] = first
-            answer_tokens += end - first
+    for chat in pair_chats:
+        first, end = chat.response_span
+        question_prompts[tuple(chat.input_ids[:first])] = first
+        answer_tokens += end - first
     config = loaded.model.config
     projection = matmul_flops(config, projection_tokens, deepest_layer + 1)
     preference = matmul_flops(config, sum(question_prompts.values()) + answer_tokens, loaded.num_layers,
@@ -101,8 +100,9 @@ def main(argv: list[str] | None = None) -> None:
                  for name in names}
         layers = {name: loaded.num_layers // 2 for name in names}
         checkpoints = [Checkpoint("bench", index + 1, path) for index, path in enumerate(adapters)]
-        answer_tokens = sum(len(loaded.chat.tokenize(loaded.chat.conversation(pair.question, assistant=answer)).input_ids)
-                            for pair in pairs for answer in (pair.first, pair.second))
+        pair_chats = [loaded.chat.tokenize(loaded.chat.conversation(pair.question, assistant=answer))
+                      for pair in pairs for answer in (pair.first, pair.second)]
+        answer_tokens = sum(len(chat.input_ids) for chat in pair_chats)
 
         # Untimed warm-up (first adapter load, allocator, kernel choice), so the first path timed is not penalised.
         project_checkpoints(loaded, AdapterSwitcher(loaded), checkpoints[:1], questions, units, layers,
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{preference_s:7.2f} s per checkpoint (each answer run whole: {plain_s:.2f} s)")
     print(f"shared question prompts: {plain_s / preference_s:.2f}x faster than whole answers")
     print(f"ratio (preference / projection): {preference_s / project_s:.2f}x")
-    least_projection, least_preference = least_work(loaded, questions, pairs, max(layers.values()))
+    least_projection, least_preference = least_work(loaded, questions, pair_chats, max(layers.values()))
     print(f"least matmul work: projection {least_projection / 1e9:.1f} GFLOP, preference {least_preference / 1e9:.1f} GFLOP "
           f"per checkpoint: {least_preference / least_projection:.2f}x (the floor of the ratio at equal efficiency)")
     print(f"achieved: projection {least_projection / project_s / 1e9:.1f} GFLOP/s, "
